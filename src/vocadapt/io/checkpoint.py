@@ -58,11 +58,7 @@ class Checkpoint:
     """A lazily read HF model directory: config, tensor locations, vocabulary tensors."""
 
     def __init__(self, path: str | Path):
-        path = Path(path)
-        if not path.exists():
-            raise VocadaptError(f"model not found: {path}")
-        if path.is_file() and path.suffix == ".gguf":
-            path = _converted_gguf(path)
+        path = resolve_model_dir(path)
         if not (path / "config.json").is_file():
             raise VocadaptError(f"not a Hugging Face model directory (no config.json): {path}")
         self.path = path
@@ -153,6 +149,14 @@ class Checkpoint:
         """Files to carry over besides weights and tokenizer files (generation config, README...)."""
         skip = {f.name for f in self.files} | {INDEX_FILE, "config.json", "vocadapt.json"} | TOKENIZER_FILES
         return [f for f in sorted(self.path.iterdir()) if f.is_file() and f.name not in skip and not f.name.startswith(".")]
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """An HF model directory for ``path``: itself, or the cached conversion of a ``.gguf`` file."""
+    p = Path(path)
+    if not p.exists():
+        raise VocadaptError(f"model not found: {p}")
+    return _converted_gguf(p) if p.is_file() and p.suffix == ".gguf" else p
 
 
 def _converted_gguf(gguf_file: Path) -> Path:
