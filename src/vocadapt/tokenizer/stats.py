@@ -163,3 +163,22 @@ def tokenizer_stats(
 
 def stats_json(rows: list[dict[str, Any]]) -> str:
     return json.dumps(rows, indent=2, ensure_ascii=False)
+
+
+def stats_table(rows: list[dict[str, Any]]):
+    """A rich Table of :func:`tokenizer_stats` rows."""
+    from rich.table import Table
+
+    table = Table(title="tokenizer stats")
+    cols = ["tokenizer", "vocab_size", "chars_per_token", "bytes_per_token", "tokens_per_word", "byte_token_share", "unk_share"]
+    if any("overlap_with_reference" in r for r in rows):
+        cols.append("overlap_with_reference")
+    for c in cols:
+        table.add_column(c.replace("_", " "), justify="left" if c == "tokenizer" else "right")
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
+        table.add_row(*cells)
+    return table
