@@ -106,7 +106,10 @@ def _train_target(tj: dict, texts: TextSource, size: int, cfg: ExtendConfig, kin
         trainer = trainers.UnigramTrainer(vocab_size=size, show_progress=cfg.show_progress, max_piece_length=16)
     else:  # WordPiece
         prefix = src_model.get("continuing_subword_prefix", "##")
-        model = {"type": "WordPiece", "vocab": {}, "unk_token": src_model.get("unk_token", "[UNK]"), "continuing_subword_prefix": prefix}
+        model = {
+            "type": "WordPiece", "vocab": {}, "unk_token": src_model.get("unk_token", "[UNK]"),
+            "continuing_subword_prefix": prefix, "max_input_chars_per_word": src_model.get("max_input_chars_per_word", 100),
+        }
         trainer = trainers.WordPieceTrainer(
             vocab_size=size, min_frequency=cfg.min_frequency, show_progress=cfg.show_progress, continuing_subword_prefix=prefix
         )

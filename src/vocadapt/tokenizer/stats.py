@@ -104,23 +104,22 @@ def _load_json(path: str | Path) -> tuple[str, dict]:
 
 def tokenizer_stats(
     tokenizers: list[str | Path],
-    texts: list[str | Path] | list[str],
+    texts: list[str | Path] | None = None,
     reference: str | Path | None = None,
     *,
+    documents: list[str] | None = None,
     text_field: str = "text",
 ) -> list[dict[str, Any]]:
-    """One dict of the metrics above per tokenizer directory, measured on ``texts``.
+    """One dict of the metrics above per tokenizer directory.
 
-    ``texts`` is a list of corpus paths (read with :func:`vocadapt.corpus.read_texts`) or, when
-    its items are not existing paths, a list of documents.
+    Measured on the corpus files ``texts`` (read with :func:`vocadapt.corpus.read_texts`) or on
+    in-memory ``documents``.
     """
     if not tokenizers:
         raise VocadaptError("give at least one tokenizer")
-    docs: list[str]
-    if texts and all(isinstance(t, Path) or Path(str(t)).exists() for t in texts):
-        docs = read_texts(list(texts), text_field=text_field)
-    else:
-        docs = [str(t) for t in texts]
+    if (texts is None) == (documents is None):
+        raise VocadaptError("give held-out text either as files (texts) or as documents, not both")
+    docs = read_texts(list(texts), text_field=text_field) if texts is not None else list(documents)
     if not docs or not any(d.strip() for d in docs):
         raise VocadaptError("held-out text is empty")
     n_chars = sum(len(d) for d in docs)
@@ -179,6 +178,8 @@ def stats_table(rows: list[dict[str, Any]]):
         cells = []
         for c in cols:
             v = r.get(c, "")
+            if c == "tokenizer":
+                v = Path(v).name or str(v)  # a directory name reads better than a long path
             cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
         table.add_row(*cells)
     return table
