@@ -281,10 +281,3 @@ def save_tokenizer_dir(
         raise
     return out
 
-
-def counting_iterator(texts: Iterator[str], progress: Any = None) -> Iterator[str]:
-    """Pass documents through, advancing a rich progress task by characters."""
-    for t in texts:
-        if progress is not None:
-            progress[0].update(progress[1], advance=len(t))
-        yield t
