@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from vocadapt.errors import VocadaptError
-from vocadapt.init.context import InitContext, Rows, column_stats, combine_rows, random_rows
+from vocadapt.init.context import BLOCK_ROWS, InitContext, Rows, column_stats, combine_rows, random_rows
 from vocadapt.init.registry import get_method
 from vocadapt.io.checkpoint import Checkpoint, commit_dir, make_staging_dir, write_checkpoint
 from vocadapt.provenance import write_provenance
@@ -77,11 +77,16 @@ def _declares_generic_class(folder: Path) -> bool:
 
 
 def _check_finite(t: torch.Tensor, name: str) -> None:
-    bad = ~torch.isfinite(t)
-    if bad.any():
-        rows = torch.nonzero(bad.reshape(t.shape[0], -1).any(1)).flatten()
+    """One-line error naming the rows with NaN/inf; checked in blocks (no full-size mask)."""
+    bad_rows, n_bad = [], 0
+    for start in range(0, t.shape[0], BLOCK_ROWS):
+        block = ~torch.isfinite(t[start : start + BLOCK_ROWS].reshape(min(BLOCK_ROWS, t.shape[0] - start), -1))
+        if block.any():
+            n_bad += int(block.sum())
+            bad_rows.extend((torch.nonzero(block.any(1)).flatten() + start).tolist())
+    if n_bad:
         raise VocadaptError(
-            f"source tensor {name!r} has {int(bad.sum())} NaN/inf values in {len(rows)} rows (first: {rows[:5].tolist()})"
+            f"source tensor {name!r} has {n_bad} NaN/inf values in {len(bad_rows)} rows (first: {bad_rows[:5]})"
         )
 
 
@@ -106,8 +111,12 @@ def _assemble(
         values[~ok] = random_rows(source, n_fallback, ctx.generator(fallback_salt))
     out = torch.empty(n_rows, source.shape[1], dtype=source.dtype)
     copied = torch.as_tensor(a.copied_ids, dtype=torch.long)
-    out[copied] = source[torch.as_tensor(a.copy_from[a.copied_ids], dtype=torch.long)]
-    out[new_ids] = values.to(source.dtype)
+    copied_from = torch.as_tensor(a.copy_from[a.copied_ids], dtype=torch.long)
+    # Scatter in blocks: a whole-vocabulary gather would double the matrix in memory.
+    for start in range(0, len(copied), BLOCK_ROWS):
+        out[copied[start : start + BLOCK_ROWS]] = source[copied_from[start : start + BLOCK_ROWS]]
+    for start in range(0, len(new_ids), BLOCK_ROWS):
+        out[new_ids[start : start + BLOCK_ROWS]] = values[start : start + BLOCK_ROWS].to(source.dtype)
     if n_rows > a.target_size:  # padding rows: never produced by the tokenizer; mean keeps them harmless
         mean, _ = column_stats(source)
         out[a.target_size :] = mean.to(source.dtype)

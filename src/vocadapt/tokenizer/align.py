@@ -192,6 +192,8 @@ def read_mapping(target_dir: str | Path | None) -> dict[int, int] | None:
     if not path.is_file():
         return None
     raw = json.loads(path.read_text(encoding="utf-8"))
+    if "new_to_old" in raw:  # written by `vocadapt tokenizer extend/optimize`: a list indexed by new id
+        return {new: int(old) for new, old in enumerate(raw["new_to_old"]) if old is not None}
     raw = raw.get("mapping", raw)
     return {int(k): int(v) for k, v in raw.items() if v is not None}
 

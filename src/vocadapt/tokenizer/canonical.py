@@ -84,9 +84,24 @@ def _walk(node: Any):
 
 
 def tokenizer_json(tokenizer: Any) -> dict[str, Any]:
-    """The ``tokenizer.json`` of a fast tokenizer (HF wrapper or a ``tokenizers.Tokenizer``)."""
+    """The ``tokenizer.json`` of a fast tokenizer (HF wrapper, ``tokenizers.Tokenizer``, or the dict)."""
+    if isinstance(tokenizer, dict):
+        return tokenizer
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     return json.loads(backend.to_str())
+
+
+def get_vocab(tokenizer: Any) -> dict[str, int]:
+    """{piece: id} including added tokens, for a tokenizer object or a ``tokenizer.json`` dict."""
+    if not isinstance(tokenizer, dict):
+        return tokenizer.get_vocab()
+    model_vocab = tokenizer["model"].get("vocab") or {}
+    if isinstance(model_vocab, list):  # Unigram: [[piece, score], ...] in id order
+        vocab = {piece: i for i, (piece, _score) in enumerate(model_vocab)}
+    else:
+        vocab = dict(model_vocab)
+    vocab.update({t["content"]: int(t["id"]) for t in tokenizer.get("added_tokens", [])})
+    return vocab
 
 
 def detect_family(tokenizer: Any) -> Family:
@@ -141,7 +156,7 @@ def canonical_token(piece: str, family: Family) -> CanonicalToken:
 
 def vocab_size(tokenizer: Any) -> int:
     """Number of ids the tokenizer can produce: max id + 1 (added tokens included)."""
-    vocab = tokenizer.get_vocab()
+    vocab = get_vocab(tokenizer)
     return (max(vocab.values()) + 1) if vocab else 0
 
 
@@ -159,11 +174,14 @@ def special_ids(tokenizer: Any) -> set[int]:
 
 
 def canonical_vocab(tokenizer: Any) -> list[CanonicalToken | None]:
-    """Canonical form of every id (``None`` for special tokens and holes in the id range)."""
+    """Canonical form of every id (``None`` for special tokens and holes in the id range).
+
+    ``tokenizer`` is an HF fast tokenizer, a ``tokenizers.Tokenizer`` or a ``tokenizer.json`` dict.
+    """
     family = detect_family(tokenizer)
     out: list[CanonicalToken | None] = [None] * vocab_size(tokenizer)
     specials = special_ids(tokenizer)
-    for piece, tid in tokenizer.get_vocab().items():
+    for piece, tid in get_vocab(tokenizer).items():
         # Byte-fallback pieces are bytes even where a tokenizer marks them special.
         if tid not in specials or (family.byte_fallback and _BYTE_FALLBACK.match(piece)):
             out[tid] = canonical_token(piece, family)
@@ -184,3 +202,20 @@ def render(token: CanonicalToken, family: Family) -> str:
     if family.kind == "wordpiece":
         return text if token.word_start else family.continuing_prefix + text
     return text
+
+
+
+def byte_token_ids(tokenizer: Any) -> set[int]:
+    """Ids that stand for raw bytes rather than text: ``<0xNN>`` byte-fallback pieces, and
+    byte-level pieces that are not valid UTF-8 on their own (part of a character)."""
+    family = detect_family(tokenizer)
+    out: set[int] = set()
+    for piece, tid in get_vocab(tokenizer).items():
+        if family.byte_fallback and _BYTE_FALLBACK.match(piece):
+            out.add(tid)
+        elif family.kind == "byte_level":
+            try:
+                canonical_token(piece, family).surface().decode("utf-8")
+            except UnicodeDecodeError:
+                out.add(tid)
+    return out

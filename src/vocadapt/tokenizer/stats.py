@@ -20,81 +20,13 @@ from typing import Any
 from vocadapt.corpus import read_texts
 from vocadapt.errors import VocadaptError
 from vocadapt.tokenizer import _common as C
-
-# GPT-2's printable-character spelling of bytes, inverted: 'Ġ' -> 0x20, ...
-_BYTE_DECODER: dict[str, int] | None = None
+from vocadapt.tokenizer.canonical import CanonicalToken, byte_token_ids, canonical_vocab
 
 
-def _byte_decoder() -> dict[str, int]:
-    global _BYTE_DECODER
-    if _BYTE_DECODER is None:
-        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-        cs = bs[:]
-        n = 0
-        for b in range(256):
-            if b not in bs:
-                bs.append(b)
-                cs.append(256 + n)
-                n += 1
-        _BYTE_DECODER = {chr(c): b for b, c in zip(bs, cs)}
-    return _BYTE_DECODER
 
-
-def _canonical(token: str, family: str, prefix: str) -> tuple[bytes, bool] | None:
-    """(decoded bytes, starts a word) of one vocabulary string; None if it has no byte spelling.
-
-    Private stand-in until ``vocadapt.tokenizer.canonical`` lands on main.
-    """
-    if family == C.BYTELEVEL_BPE:
-        dec = _byte_decoder()
-        if not all(ch in dec for ch in token):
-            return None
-        raw = bytes(dec[ch] for ch in token)
-        return (raw[1:], True) if raw.startswith(b" ") else (raw, False)
-    if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
-        return bytes([int(token[3:5], 16)]), False
-    if family == C.WORDPIECE:
-        if prefix and token.startswith(prefix):
-            return token[len(prefix):].encode(), False
-        return token.encode(), True
-    if token.startswith(C.SP_SPACE):
-        return token[1:].replace(C.SP_SPACE, " ").encode(), True
-    return token.replace(C.SP_SPACE, " ").encode(), False
-
-
-def _spelling(tj: dict) -> str:
-    """How vocabulary strings spell bytes: byte-level mapping (any model type) or the family's own."""
-    if C.has_component(tj, "pre_tokenizer", "ByteLevel") or C.has_component(tj, "decoder", "ByteLevel"):
-        return C.BYTELEVEL_BPE
-    return C.tokenizer_family(tj)
-
-
-def canonical_set(tj: dict) -> set[tuple[bytes, bool]]:
-    family = _spelling(tj)
-    prefix = tj["model"].get("continuing_subword_prefix") or ""
-    specials = {t["content"] for t in tj.get("added_tokens", []) if t.get("special")}
-    out = set()
-    for tok in C.model_vocab(tj):
-        if tok in specials:
-            continue
-        c = _canonical(tok, family, prefix)
-        if c is not None and c[0]:
-            out.add(c)
-    return out
-
-
-def _is_byte_token(token: str, family: str) -> bool:
-    if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
-        return True
-    if family == C.BYTELEVEL_BPE:
-        c = _canonical(token, family, "")
-        if c is None:
-            return False
-        try:
-            c[0].decode("utf-8")
-        except UnicodeDecodeError:
-            return True
-    return False
+def canonical_set(tj: dict) -> set[CanonicalToken]:
+    """The non-special, non-empty canonical tokens of a tokenizer (for vocabulary overlap)."""
+    return {c for c in canonical_vocab(tj) if c is not None and c.text}
 
 
 def _load_json(path: str | Path) -> tuple[str, dict]:
@@ -130,12 +62,10 @@ def tokenizer_stats(
     for path in tokenizers:
         name, tj = _load_json(path)
         family = C.tokenizer_family(tj)
-        spelling = _spelling(tj)
         tok = C.build_tokenizer(tj)
         encs = tok.encode_batch(docs, add_special_tokens=False)
         n_tokens = sum(len(e.ids) for e in encs)
-        id_to_tok = {i: t for t, i in tok.get_vocab(with_added_tokens=True).items()}
-        byte_ids = {i for i, t in id_to_tok.items() if _is_byte_token(t, spelling)}
+        byte_ids = byte_token_ids(tj)
         unk = tj["model"].get("unk_token")
         unk_ids = {tok.token_to_id(unk)} if isinstance(unk, str) and tok.token_to_id(unk) is not None else set()
         if tj["model"].get("type") == "Unigram" and tj["model"].get("unk_id") is not None:
