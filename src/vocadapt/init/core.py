@@ -22,6 +22,7 @@ from vocadapt.errors import VocadaptError
 from vocadapt.init.context import BLOCK_ROWS, InitContext, Rows, column_stats, combine_rows, random_rows
 from vocadapt.init.registry import get_method
 from vocadapt.io.checkpoint import Checkpoint, commit_dir, make_staging_dir, write_checkpoint
+from vocadapt.io.safetensors_stream import TensorInfo, read_header, write_file
 from vocadapt.provenance import write_provenance
 from vocadapt.tokenizer.align import align_vocabularies, read_mapping
 from vocadapt.tokenizer.canonical import vocab_size
@@ -105,7 +106,8 @@ def _assemble(
     values = rows.values.float()
     ok = rows.ok.clone()
     # A method may produce a non-finite row on degenerate input; treat it as "no signal".
-    ok &= torch.isfinite(values).all(1)
+    for start in range(0, len(ok), BLOCK_ROWS):
+        ok[start : start + BLOCK_ROWS] &= torch.isfinite(values[start : start + BLOCK_ROWS]).all(1)
     n_fallback = int((~ok).sum())
     if n_fallback:
         values[~ok] = random_rows(source, n_fallback, ctx.generator(fallback_salt))
@@ -168,31 +170,6 @@ def init_embeddings(
         n_rows = -(-n_rows // pad_to_multiple_of) * pad_to_multiple_of
 
     ctx = InitContext(src_tok, tgt_tok, alignment, seed=seed, source_model=ckpt.path, target_dir=target_dir)
-    replacements: dict[str, torch.Tensor] = {}
-    counts: dict[str, dict[str, int]] = {}
-    matrices = [("input", ckpt.vocab.input)]
-    if not ckpt.vocab.tied and ckpt.vocab.output:
-        matrices.append(("output", ckpt.vocab.output))
-    for matrix, name in matrices:
-        source = ckpt.read(name)
-        if source.shape[0] < n_src:
-            raise VocadaptError(f"{name!r} has {source.shape[0]} rows but the tokenizer has {n_src} ids")
-        _check_finite(source, name)
-        ctx.matrix = matrix
-        rows = spec.fn(ctx, source, config)
-        replacements[name], counts[matrix] = _assemble(source, ctx, rows, n_rows, f"fallback/{matrix}")
-        del source, rows
-    if ckpt.vocab.tied and ckpt.vocab.output:  # a tied checkpoint that stores the head anyway
-        replacements[ckpt.vocab.output] = replacements[ckpt.vocab.input]
-    if ckpt.vocab.output_bias:
-        bias = ckpt.read(ckpt.vocab.output_bias)
-        _check_finite(bias, ckpt.vocab.output_bias)
-        # The MLM bias is a scalar per token: the mean rule for every method (copies, then means).
-        ctx.matrix = "output_bias"
-        b_rows = combine_rows(bias[:, None], ctx.decompositions)
-        b, counts["output_bias"] = _assemble(bias[:, None], ctx, b_rows, n_rows, "fallback/output_bias")
-        replacements[ckpt.vocab.output_bias] = b[:, 0].contiguous()
-
     config_updates: dict[str, Any] = {"vocab_size": n_rows}
     for role in ("bos", "eos", "pad"):
         tid = getattr(tgt_tok, f"{role}_token_id", None)
@@ -201,7 +178,10 @@ def init_embeddings(
 
     staging = make_staging_dir(Path(out_dir), overwrite=overwrite)
     try:
+        replacements, counts = _new_vocab_tensors(ckpt, ctx, spec, config, n_src, n_rows, staging)
         write_checkpoint(ckpt, staging, replacements, config_updates)
+        for spill in staging.glob(".spill-*.safetensors"):
+            spill.unlink()
         _save_tokenizer(tgt_tok, src_tok, staging)
         report = InitReport(
             out_dir=Path(out_dir),
@@ -226,6 +206,50 @@ def init_embeddings(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return report
+
+
+def _new_vocab_tensors(
+    ckpt: Checkpoint, ctx: InitContext, spec: Any, config: Any, n_src: int, n_rows: int, staging: Path
+) -> tuple[dict[str, TensorInfo], dict[str, dict[str, int]]]:
+    """Compute every vocabulary tensor, one matrix at a time, spilling each finished one to disk.
+
+    Spilling keeps peak memory at one matrix's working set (source rows, the method's float32
+    rows, the new matrix) instead of holding the finished input embedding while the head is
+    computed; the checkpoint writer then streams the spilled bytes like any other tensor.
+    """
+    replacements: dict[str, TensorInfo] = {}
+    counts: dict[str, dict[str, int]] = {}
+
+    def spill(name: str, tensor: torch.Tensor) -> None:
+        path = staging / f".spill-{len(replacements)}.safetensors"
+        write_file(path, [("t", tensor)])
+        replacements[name] = read_header(path)[0]["t"]
+
+    matrices = [("input", ckpt.vocab.input)]
+    if not ckpt.vocab.tied and ckpt.vocab.output:
+        matrices.append(("output", ckpt.vocab.output))
+    for matrix, name in matrices:
+        source = ckpt.read(name)
+        if source.shape[0] < n_src:
+            raise VocadaptError(f"{name!r} has {source.shape[0]} rows but the tokenizer has {n_src} ids")
+        _check_finite(source, name)
+        ctx.matrix = matrix
+        rows = spec.fn(ctx, source, config)
+        new, counts[matrix] = _assemble(source, ctx, rows, n_rows, f"fallback/{matrix}")
+        del source, rows
+        spill(name, new)
+        del new
+    if ckpt.vocab.tied and ckpt.vocab.output:  # a tied checkpoint that stores the head anyway
+        replacements[ckpt.vocab.output] = replacements[ckpt.vocab.input]
+    if ckpt.vocab.output_bias:
+        bias = ckpt.read(ckpt.vocab.output_bias)
+        _check_finite(bias, ckpt.vocab.output_bias)
+        # The MLM bias is a scalar per token: the mean rule for every method (copies, then means).
+        ctx.matrix = "output_bias"
+        b_rows = combine_rows(bias[:, None], ctx.decompositions)
+        b, counts["output_bias"] = _assemble(bias[:, None], ctx, b_rows, n_rows, "fallback/output_bias")
+        spill(ckpt.vocab.output_bias, b[:, 0].contiguous())
+    return replacements, counts
 
 
 def _save_tokenizer(tgt_tok: Any, src_tok: Any, dest: Path) -> None:

@@ -188,13 +188,14 @@ def commit_dir(tmp: Path, out_dir: Path) -> Path:
 def write_checkpoint(
     src: Checkpoint,
     dest: Path,
-    replacements: dict[str, torch.Tensor],
+    replacements: dict[str, torch.Tensor | TensorInfo],
     config_updates: dict[str, Any],
 ) -> None:
     """Write ``src`` into the (staging) directory ``dest`` with some tensors replaced.
 
-    Shards that hold no replaced tensor are copied byte for byte; the others are re-streamed,
-    so peak memory is the replaced tensors plus a 64 MiB copy buffer.
+    Shards that hold no replaced tensor are copied byte for byte; the others are re-streamed.
+    A replacement is a tensor in memory or a :class:`TensorInfo` (bytes in another file, e.g. a
+    spilled result), so peak memory can stay at a 64 MiB copy buffer.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
