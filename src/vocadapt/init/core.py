@@ -9,6 +9,7 @@ into place only when everything is written.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,6 +55,10 @@ def load_tokenizer(path: str | Path, what: str = "tokenizer") -> Any:
     try:
         if p.is_file() and p.suffix == ".json":
             tok = PreTrainedTokenizerFast(tokenizer_file=str(p))
+        elif _declares_generic_class(p):
+            # AutoTokenizer would pick a class from the *model* config (e.g. Qwen2Tokenizer for a
+            # qwen2 model), which may add tokens the tokenizer never had; honour the declaration.
+            tok = PreTrainedTokenizerFast.from_pretrained(str(p))
         else:
             tok = AutoTokenizer.from_pretrained(str(p))
     except Exception as e:  # transformers raises many types for a broken folder
@@ -61,6 +66,14 @@ def load_tokenizer(path: str | Path, what: str = "tokenizer") -> Any:
     if not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer"):
         raise VocadaptError(f"{what} at {p} is not a fast tokenizer (tokenizer.json); convert it first")
     return tok
+
+
+def _declares_generic_class(folder: Path) -> bool:
+    cfg = folder / "tokenizer_config.json"
+    if not (folder / "tokenizer.json").is_file() or not cfg.is_file():
+        return False
+    declared = json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class")
+    return declared in (None, "TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def _check_finite(t: torch.Tensor, name: str) -> None:

@@ -164,7 +164,8 @@ def canonical_vocab(tokenizer: Any) -> list[CanonicalToken | None]:
     out: list[CanonicalToken | None] = [None] * vocab_size(tokenizer)
     specials = special_ids(tokenizer)
     for piece, tid in tokenizer.get_vocab().items():
-        if tid not in specials:
+        # Byte-fallback pieces are bytes even where a tokenizer marks them special.
+        if tid not in specials or (family.byte_fallback and _BYTE_FALLBACK.match(piece)):
             out[tid] = canonical_token(piece, family)
     return out
 
