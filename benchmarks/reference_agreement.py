@@ -130,7 +130,7 @@ def run(side: str, method: str, args, inp, ref_path: str | None) -> tuple[dict, 
     import numpy as np
 
     out = str(Path(args.workdir) / f"{method}-{side}")
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads))
     paths = [str(HERE.parents[1] / "src")] + ([ref_path] if side == "ref" and ref_path else [])
     env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")])
     cmd = [sys.executable, str(HERE), "--child", "--side", side, "--method", method, "--model", args.model,
