@@ -1,0 +1,246 @@
+"""Load word vectors from any common format into one shape: a word list and a float32 matrix.
+
+Formats (detected from the file, not trusted from the suffix alone):
+
+* fastText ``.bin`` (magic number) — keeps the model too, so out-of-vocabulary strings still get
+  a vector from character n-grams (WECHSEL's "subword information");
+* word2vec binary (``.bin`` without the fastText magic) and word2vec/fastText text (``.vec``,
+  ``.txt``, with or without the ``count dim`` header, i.e. GloVe too);
+* gensim ``KeyedVectors``/``Word2Vec`` saved with ``.save()`` (``.kv``, ``.model``, ``.wv``);
+* navec ``.tar`` archives (product-quantized; unpacked to a dense matrix).
+
+Multilingual spaces spell keys with a language prefix (``rus:слово``, ``eng:house``); ``lang=``
+keeps one language and strips its prefix. Words are assumed sorted by frequency (true of every
+format above); when a file stores no counts, ``counts`` is ``n - rank`` — the same stand-in
+gensim uses when it reads such files, and so the one WECHSEL's reference code effectively uses.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vocadapt.errors import VocadaptError
+
+FASTTEXT_MAGIC = 793712314
+_LANG_PREFIX = re.compile(r"^([a-z]{2,3}):(.+)$", re.S)
+
+
+@dataclass
+class WordVectors:
+    """``words[i]`` has vector ``matrix[i]`` ((n, dim) float32) and frequency proxy ``counts[i]``."""
+
+    words: list[str]
+    matrix: np.ndarray
+    counts: np.ndarray | None = None
+    source: str = ""
+    fasttext_model: Any = None  # a fastText model when loaded from a .bin: vectors for any string
+    _index: dict[str, int] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.matrix.ndim != 2 or self.matrix.shape[0] != len(self.words):
+            raise VocadaptError(f"word vectors {self.source}: {len(self.words)} words but matrix {self.matrix.shape}")
+        if self.counts is None:
+            n = len(self.words)
+            self.counts = np.arange(n, 0, -1, dtype=np.float64)
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+    @property
+    def index(self) -> dict[str, int]:
+        if self._index is None:
+            index: dict[str, int] = {}
+            for i, w in enumerate(self.words):
+                index.setdefault(w, i)  # first (most frequent) spelling wins
+            self._index = index
+        return self._index
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.index
+
+    def vector(self, word: str) -> np.ndarray | None:
+        i = self.index.get(word)
+        return None if i is None else self.matrix[i]
+
+    @property
+    def has_subword_info(self) -> bool:
+        return self.fasttext_model is not None
+
+    def languages(self) -> dict[str, int]:
+        """Count of keys per language prefix ('' for keys without one)."""
+        out: dict[str, int] = {}
+        for w in self.words:
+            m = _LANG_PREFIX.match(w)
+            key = m.group(1) if m else ""
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def select_language(self, lang: str | None) -> WordVectors:
+        """Only the keys ``lang:word`` (prefix stripped); a file without prefixes is returned as is."""
+        if lang is None:
+            return self
+        prefix = f"{lang}:"
+        keep = [i for i, w in enumerate(self.words) if w.startswith(prefix)]
+        if not keep:
+            langs = self.languages()
+            if set(langs) == {""}:
+                return self  # a monolingual file: every key is in the one language
+            raise VocadaptError(
+                f"word vectors {self.source} have no keys for language {lang!r} "
+                f"(prefixes present: {', '.join(sorted(k for k in langs if k)) or 'none'})"
+            )
+        idx = np.asarray(keep)
+        return WordVectors(
+            [self.words[i][len(prefix) :] for i in keep], self.matrix[idx], self.counts[idx], f"{self.source}[{lang}]"
+        )
+
+    def coverage(self, words: list[str]) -> tuple[int, int]:
+        """(how many of ``words`` have a vector, how many were asked)."""
+        return sum(1 for w in words if w in self.index), len(words)
+
+
+def _detect(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".tar"):
+        return "navec"
+    if name.endswith((".kv", ".model", ".wv", ".kv.gz")):
+        return "gensim"
+    if name.endswith(".npz"):
+        return "npz"
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        if len(head) == 4 and struct.unpack("<i", head)[0] == FASTTEXT_MAGIC:
+            return "fasttext"
+        fh.seek(0)
+        first = fh.readline(200)
+    if name.endswith(".bin"):
+        return "word2vec-binary"
+    try:
+        parts = first.decode("utf-8").split()
+    except UnicodeDecodeError:
+        return "word2vec-binary"
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return "word2vec-text"
+    return "glove-text"
+
+
+def load_vectors(path: str | Path, *, lang: str | None = None, limit: int | None = None) -> WordVectors:
+    """Load a word-vector file (format detected) and optionally keep one language's keys."""
+    p = Path(path)
+    if not p.is_file():
+        raise VocadaptError(f"word vectors not found: {p}")
+    kind = _detect(p)
+    try:
+        wv = _LOADERS[kind](p, limit)
+    except VocadaptError:
+        raise
+    except Exception as e:  # parsers raise many types on a corrupt file
+        raise VocadaptError(f"cannot read word vectors {p} as {kind}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if len(wv) == 0:
+        raise VocadaptError(f"word vectors {p} hold no words")
+    return wv.select_language(lang)
+
+
+def _load_fasttext(p: Path, limit: int | None) -> WordVectors:
+    import fasttext
+
+    fasttext.FastText.eprint = lambda *a, **k: None  # silence its deprecation chatter
+    model = fasttext.load_model(str(p))
+    words, freqs = model.get_words(include_freq=True, on_unicode_error="replace")
+    words = list(words)[:limit]
+    matrix = np.stack([model.get_word_vector(w) for w in words]).astype(np.float32) if words else np.zeros((0, model.get_dimension()), np.float32)
+    return WordVectors(words, matrix, np.asarray(freqs[: len(words)], dtype=np.float64), str(p), model)
+
+
+def _from_keyed(kv: Any, p: Path, limit: int | None) -> WordVectors:
+    words = list(kv.index_to_key)[:limit]
+    matrix = np.asarray(kv.vectors[: len(words)], dtype=np.float32)
+    counts = None
+    if "count" in getattr(kv, "expandos", {}):
+        counts = np.asarray(kv.expandos["count"][: len(words)], dtype=np.float64)
+    return WordVectors(words, matrix, counts, str(p))
+
+
+def _load_w2v(binary: bool, no_header: bool = False):
+    def load(p: Path, limit: int | None) -> WordVectors:
+        from gensim.models import KeyedVectors
+
+        kv = KeyedVectors.load_word2vec_format(
+            str(p), binary=binary, limit=limit, no_header=no_header, unicode_errors="replace"
+        )
+        return _from_keyed(kv, p, limit)
+
+    return load
+
+
+def _load_gensim(p: Path, limit: int | None) -> WordVectors:
+    from gensim.models import KeyedVectors
+    from gensim.utils import SaveLoad
+
+    obj = SaveLoad.load(str(p))
+    kv = obj if isinstance(obj, KeyedVectors) else getattr(obj, "wv", None)
+    if kv is None:
+        raise VocadaptError(f"{p} is a gensim {type(obj).__name__}, not word vectors")
+    return _from_keyed(kv, p, limit)
+
+
+def _load_navec(p: Path, limit: int | None) -> WordVectors:
+    from navec import Navec
+
+    nv = Navec.load(str(p))
+    words = list(nv.vocab.words)
+    matrix = np.asarray(nv.pq.unpack(), dtype=np.float32)
+    keep = [i for i, w in enumerate(words) if w not in ("<unk>", "<pad>")][:limit]
+    counts = getattr(nv.vocab, "counts", None)
+    counts = np.asarray(counts, dtype=np.float64)[keep] if counts is not None and len(counts) == len(words) else None
+    return WordVectors([words[i] for i in keep], matrix[np.asarray(keep)], counts, str(p))
+
+
+def _load_npz(p: Path, limit: int | None) -> WordVectors:
+    with np.load(p, allow_pickle=False) as z:
+        words = [str(w) for w in z["words"][:limit]]
+        counts = z["counts"][: len(words)] if "counts" in z else None
+        return WordVectors(words, np.asarray(z["matrix"][: len(words)], np.float32), counts, str(p))
+
+
+_LOADERS = {
+    "fasttext": _load_fasttext,
+    "word2vec-binary": _load_w2v(True),
+    "word2vec-text": _load_w2v(False),
+    "glove-text": _load_w2v(False, no_header=True),
+    "gensim": _load_gensim,
+    "navec": _load_navec,
+    "npz": _load_npz,
+}
+
+
+def save_vectors(wv: WordVectors, path: str | Path) -> Path:
+    """Write word2vec format: binary for ``.bin``, text otherwise (any loader here reads it back)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    binary = p.suffix == ".bin"
+    bad = [w for w in wv.words if not w or any(c.isspace() for c in w)]
+    if bad:
+        raise VocadaptError(f"cannot write {len(bad)} keys with whitespace in word2vec format (first: {bad[0]!r})")
+    m = np.ascontiguousarray(wv.matrix, dtype=np.float32)
+    with open(tmp, "wb") as fh:
+        fh.write(f"{len(wv)} {wv.dim}\n".encode())
+        if binary:
+            for w, row in zip(wv.words, m):
+                fh.write(w.encode("utf-8") + b" " + row.astype("<f4").tobytes() + b"\n")
+        else:
+            for w, row in zip(wv.words, m):
+                fh.write((w + " " + " ".join(f"{x:.6g}" for x in row) + "\n").encode("utf-8"))
+    tmp.replace(p)
+    return p

@@ -1,0 +1,141 @@
+"""fastText CBOW vectors for the *tokens* of a tokenizer, trained on text it tokenized (FOCUS).
+
+The corpus is streamed, tokenized in batches by the fast tokenizer (``encode_batch``), written
+one document per line with tokens separated by spaces, and fed to ``fasttext.train_unsupervised``.
+fastText keys are the tokenizer's own vocabulary strings (``Ġпри``, ``▁при``, ``##ing``) with
+any whitespace inside a piece replaced, so :func:`token_key` maps them back to ids.
+
+Models are cached under ``$VOCADAPT_CACHE/fasttext/<hash>.bin``, the hash covering the
+tokenizer's JSON, the corpus files' contents and every training setting: training twice on
+the same inputs costs nothing the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vocadapt.errors import VocadaptError
+
+_WS = str.maketrans({c: "\u2423" for c in " \t\n\r\v\f\x00"})  # '␣': fastText splits on these
+
+
+def token_key(piece: str) -> str:
+    """The fastText word for a vocabulary piece (whitespace replaced; fastText splits on it)."""
+    return piece.translate(_WS)
+
+
+def _cache_key(tokenizer: Any, files: list[Path], settings: dict[str, Any]) -> str:
+    from vocadapt.tokenizer.canonical import tokenizer_json
+
+    h = hashlib.sha256()
+    h.update(json.dumps(tokenizer_json(tokenizer), sort_keys=True).encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for f in files:
+        h.update(str(f.name).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:24]
+
+
+def tokenize_to_file(tokenizer: Any, corpus: Sequence[str | Path], out: Path, batch: int = 1000) -> tuple[int, int]:
+    """Write the corpus tokenized (one document per line); returns (documents, tokens)."""
+    from vocadapt.corpus import iter_texts
+
+    backend = tokenizer.backend_tokenizer
+    n_docs = n_tok = 0
+    with open(out, "w", encoding="utf-8") as fh:
+        buf: list[str] = []
+
+        def flush() -> None:
+            nonlocal n_docs, n_tok
+            for enc in backend.encode_batch(buf, add_special_tokens=False):
+                toks = [token_key(t) for t in enc.tokens]
+                n_tok += len(toks)
+                fh.write(" ".join(toks) + "\n")
+            n_docs += len(buf)
+            buf.clear()
+
+        for doc in iter_texts(list(corpus), errors="skip"):
+            buf.append(doc)
+            if len(buf) >= batch:
+                flush()
+        if buf:
+            flush()
+    return n_docs, n_tok
+
+
+def train_token_vectors(
+    corpus: Sequence[str | Path],
+    tokenizer: Any,
+    out: str | Path | None = None,
+    *,
+    dim: int = 100,
+    epochs: int = 3,
+    min_count: int = 10,
+    threads: int = 2,
+    seed: int = 0,
+    use_cache: bool = True,
+) -> Path:
+    """Train (or reuse from the cache) fastText CBOW on ``corpus`` tokenized by ``tokenizer``.
+
+    FOCUS's settings by default: CBOW, dim 100, 3 epochs, minCount 10, 10 negatives. Returns
+    the path of the ``.bin`` model (``out`` if given, else the cache entry).
+    """
+    from vocadapt.assets import cache_dir
+    from vocadapt.corpus import list_files
+
+    files = list_files(list(corpus))
+    settings = {"model": "cbow", "dim": dim, "epoch": epochs, "minCount": min_count, "neg": 10, "v": 1}
+    cached = cache_dir() / "fasttext" / f"{_cache_key(tokenizer, files, settings)}.bin"
+    if use_cache and cached.is_file():
+        if out is None:
+            return cached
+        import shutil
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, out)
+        return Path(out)
+
+    import fasttext
+
+    fasttext.FastText.eprint = lambda *a, **k: None
+    with tempfile.TemporaryDirectory(prefix="vocadapt-ft-") as tmp:
+        text = Path(tmp) / "tokenized.txt"
+        n_docs, n_tok = tokenize_to_file(tokenizer, files, text)
+        if n_tok < 5 * min_count:
+            raise VocadaptError(
+                f"corpus too small to train fastText: {n_tok} tokens in {n_docs} documents "
+                f"(need well over min_count={min_count} occurrences per token type); give more text or lower min_count"
+            )
+        try:
+            model = fasttext.train_unsupervised(
+                str(text), model="cbow", dim=dim, epoch=epochs, minCount=min_count, neg=10,
+                thread=max(1, threads), verbose=0,
+            )
+        except (RuntimeError, ValueError) as e:
+            raise VocadaptError(
+                f"fastText could not train on {n_tok} tokens ({e}); the corpus is too small for min_count={min_count}"
+            ) from None
+        n_words = len(model.words)
+        if n_words < 2:
+            raise VocadaptError(
+                f"corpus too small to train fastText: only {n_words} token types occur >= {min_count} times in {n_tok} tokens"
+            )
+        dest = Path(out) if out is not None else cached
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        model.save_model(str(part))
+        part.replace(dest)
+        if use_cache and dest != cached:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            import shutil
+
+            shutil.copyfile(dest, cached)
+    return dest
