@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
+from hypothesis import settings
 
 import factories as fx
+
+# CI runs the same examples every time: a property failure there is reproducible, not luck.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # (case id, architecture, tokenizer family, tied head)
 MODEL_CASES = [

@@ -283,7 +283,9 @@ def extended_all(tmp_path_factory, corpus, sources):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
+# U+2581 ("▁") is excluded: SentencePiece-style tokenizers spell spaces with it, so a literal
+# one in the input decodes back to a space (as in Llama-2 itself), which is not an extend bug.
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\u2581"), max_size=40))
 def test_round_trip_property(extended_all, text):
     for tok in extended_all.values():
         assert tok.decode(tok.encode(text, add_special_tokens=False).ids, skip_special_tokens=False) == text

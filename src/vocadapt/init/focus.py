@@ -34,7 +34,7 @@ class FocusConfig:
     dim: int = field(default=100, metadata={"help": "fastText dimension when training"})
     epochs: int = field(default=3, metadata={"help": "fastText epochs when training"})
     min_count: int = field(default=10, metadata={"help": "fastText minCount: rarer tokens get no aux vector (fallback)"})
-    threads: int = field(default=2, metadata={"help": "fastText training threads (1 makes training reproducible)"})
+    threads: int = field(default=1, metadata={"help": "fastText training threads; 1 (default) is reproducible, more is faster but not"})
 
     def __post_init__(self) -> None:
         if self.aux_corpus is not None and self.aux_vectors is not None:
