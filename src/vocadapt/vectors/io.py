@@ -171,6 +171,31 @@ def _from_keyed(kv: Any, p: Path, limit: int | None) -> WordVectors:
     return WordVectors(words, matrix, counts, str(p))
 
 
+def _load_w2v_binary(p: Path, limit: int | None) -> WordVectors:
+    """word2vec binary format read with NumPy (faster than gensim's per-word parser).
+
+    The format is ``"N D\n"`` then, per word, ``word + b" " + D float32 [+ b"\n"]``.
+    """
+    data = p.read_bytes()
+    eol = data.index(b"\n")
+    n, dim = (int(x) for x in data[:eol].split())
+    n = min(n, limit) if limit is not None else n
+    width = 4 * dim
+    words: list[str] = []
+    matrix = np.empty((n, dim), dtype=np.float32)
+    pos = eol + 1
+    for i in range(n):
+        while data[pos] in (0x0A, 0x20):  # the optional newline after each vector
+            pos += 1
+        space = data.index(b" ", pos)
+        words.append(data[pos:space].decode("utf-8", "replace"))
+        if space + 1 + width > len(data):
+            raise VocadaptError(f"{p}: truncated word2vec file at word {i + 1} of {n}")
+        matrix[i] = np.frombuffer(data, dtype="<f4", count=dim, offset=space + 1)
+        pos = space + 1 + width
+    return WordVectors(words, matrix, None, str(p))
+
+
 def _load_w2v(binary: bool, no_header: bool = False):
     def load(p: Path, limit: int | None) -> WordVectors:
         from gensim.models import KeyedVectors
@@ -215,7 +240,7 @@ def _load_npz(p: Path, limit: int | None) -> WordVectors:
 
 _LOADERS = {
     "fasttext": _load_fasttext,
-    "word2vec-binary": _load_w2v(True),
+    "word2vec-binary": _load_w2v_binary,
     "word2vec-text": _load_w2v(False),
     "glove-text": _load_w2v(False, no_header=True),
     "gensim": _load_gensim,
