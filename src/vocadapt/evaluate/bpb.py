@@ -94,12 +94,16 @@ def rolling_windows(n: int, max_length: int, stride: int) -> list[tuple[int, int
 
 @torch.no_grad()
 def window_logprobs(model, windows: list[list[int]], n_scored: list[int], *, batch_size: int = 8,
-                    pad_id: int = 0, progress: bool = False, desc: str = "scoring") -> list[torch.Tensor]:
+                    pad_id: int = 0, progress: bool = False, desc: str = "scoring",
+                    greedy: list | None = None) -> list[torch.Tensor]:
     """Log-probabilities (nats, float32) of the last ``n_scored[i]`` tokens of each window.
 
     ``windows[i]`` is a list of token ids; the result for it has shape ``(n_scored[i],)``.
-    Windows are sorted by length so batches carry little padding.
+    Windows are sorted by length so batches carry little padding. When ``greedy`` is a list,
+    ``greedy[i]`` is set to whether every scored token was the argmax (lm-eval's ``is_greedy``).
     """
+    if greedy is not None:
+        greedy[:] = [False] * len(windows)
     device = next(model.parameters()).device
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))
     out: list[torch.Tensor | None] = [None] * len(windows)
@@ -121,6 +125,8 @@ def window_logprobs(model, windows: list[list[int]], n_scored: list[int], *, bat
             lp = torch.log_softmax(logits[row, n - k - 1 : n - 1].float(), dim=-1)  # (k, V)
             target = ids[row, n - k : n].to(lp.device)
             out[i] = lp.gather(1, target[:, None])[:, 0].cpu()
+            if greedy is not None:
+                greedy[i] = bool((lp.argmax(-1) == target).all())
         del logits
     return out  # type: ignore[return-value]
 
