@@ -64,7 +64,7 @@ def build_copy_items(texts: list[str], *, n_sentences: int = 16, n_paragraphs: i
 
 
 def run_copy(lm, texts: list[str], *, n_sentences: int = 16, n_paragraphs: int = 4, seed: int = 0,
-             prompt: str = DEFAULT_PROMPT) -> dict:
+             prompt: str = DEFAULT_PROMPT, max_new_tokens: int | None = None) -> dict:
     """Score both copy tasks; returns {"metrics": {...}, "samples": [...]}."""
     sentences, paragraphs = build_copy_items(texts, n_sentences=n_sentences, n_paragraphs=n_paragraphs, seed=seed)
     if not sentences and not paragraphs:
@@ -75,7 +75,7 @@ def run_copy(lm, texts: list[str], *, n_sentences: int = 16, n_paragraphs: int =
     requests = []
     for _, ref in refs:
         n = lm.count_tokens(ref)
-        requests.append((lm.chat(prompt.format(text=ref)), GenArgs(max_new_tokens=int(n * 1.3) + 8)))
+        requests.append((lm.chat(prompt.format(text=ref)), GenArgs(max_new_tokens=min(int(n * 1.3) + 8, max_new_tokens or 1 << 30))))
     gens = lm.generate_until(requests)
     samples, by_kind = [], {"sentence": [], "paragraph": []}
     for (kind, ref), gen in zip(refs, gens):

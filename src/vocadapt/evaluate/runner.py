@@ -34,9 +34,11 @@ class EvalConfig:
     max_docs: int | None = None  # use only the first N held-out documents (quick runs)
     n_copy_sentences: int = 16
     n_copy_paragraphs: int = 4
+    copy_max_new_tokens: int | None = None  # cap on the copy output (default: 1.3 x reference + 8)
     n_choice: int = 40  # items of the built-in completion set when no choice data is given
     choice_modes: tuple[str, ...] = ("label", "option")
     lemmatize: bool = False  # ROUGE on pymorphy3 lemmas
+    summary_new_tokens: int = 96
     n_speed_prompts: int = 4
     speed_new_tokens: int = 64
     seed: int = 0
@@ -107,7 +109,7 @@ def _copy(lm, inp: TaskInput) -> dict:
         ("copy", _need_texts(inp, "copy"), None)]
     for name, texts, prompt in sources:
         out[name] = run_copy(lm, texts, n_sentences=c.n_copy_sentences, n_paragraphs=c.n_copy_paragraphs,
-                             seed=c.seed, prompt=prompt or DEFAULT_PROMPT)
+                             seed=c.seed, prompt=prompt or DEFAULT_PROMPT, max_new_tokens=c.copy_max_new_tokens)
     return out
 
 
@@ -134,7 +136,8 @@ def _summary(lm, inp: TaskInput) -> dict:
     datasets = find_datasets(inp.data_dir, "summary")
     if not datasets:
         raise VocadaptError("task 'summary' needs --data DIR with summary*.jsonl (fields: text, summary)")
-    return {d.name: run_summary(lm, d.items, lemmatize=inp.config.lemmatize, prompt=d.prompt or DEFAULT_PROMPT)
+    return {d.name: run_summary(lm, d.items, lemmatize=inp.config.lemmatize, prompt=d.prompt or DEFAULT_PROMPT,
+                               max_new_tokens=inp.config.summary_new_tokens)
             for d in datasets}
 
 
