@@ -1,9 +1,53 @@
-"""``vocadapt tokenizer`` subcommands (being written)."""
+"""``vocadapt run RECIPE`` and ``vocadapt demo``: a whole adaptation run from one YAML file."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = summary.get("models", [])
+    cols = [c for c in ("chars_per_token", "bits_per_byte") if any(c in r["metrics"] for r in rows)]
+    extra = sorted({k for r in rows for k in r["metrics"]} - set(cols) - {"score"})
+    table = Table(title="held-out target text")
+    table.add_column("model")
+    for c in cols + extra:
+        table.add_column(c.replace("_", " "), justify="right")
+    for r in rows:
+        m = r["metrics"]
+        table.add_row(r["model"], *(f"{m[c]:.3f}" if isinstance(m.get(c), (int, float)) else "-" for c in cols + extra))
+    Console().print(table)
+
+
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("run")
+    def run(
+        recipe: Path = typer.Argument(..., help="YAML recipe (see recipes/ and `vocadapt demo --show`)."),
+        out: Path = typer.Option(None, "--out", help="Override the recipe's output folder."),
+    ) -> None:
+        """Run a whole adaptation from a YAML recipe: tokenizer, init methods, eval, report."""
+        from vocadapt.recipe import load_recipe, run_recipe
+
+        r = load_recipe(recipe, out)
+        _print_summary(run_recipe(r, echo=typer.echo))
+        typer.echo(f"results in {r.out}")
+
+    @app.command("demo")
+    def demo(
+        out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder."),
+        show: bool = typer.Option(False, "--show", help="Print the demo recipe and exit."),
+    ) -> None:
+        """Adapt SmolLM2-135M-Instruct to Russian on the offline assets and print the table."""
+        from vocadapt.recipe import demo_recipe_path, load_recipe, run_recipe
+
+        if show:
+            typer.echo(demo_recipe_path().read_text(encoding="utf-8"))
+            return
+        r = load_recipe(demo_recipe_path(), out)
+        _print_summary(run_recipe(r, echo=typer.echo))
+        typer.echo(f"results in {r.out} (report: {r.out / 'report.html'})")

@@ -1,9 +1,110 @@
-"""``vocadapt tokenizer`` subcommands (being written)."""
+"""``vocadapt tokenizer``: train, extend, optimize, stats (thin wrappers over vocadapt.tokenizer)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+_ERRORS_HELP = "non-UTF-8 lines: 'fail' (report file and byte offset) or 'skip' (drop and count)"
+
+
+def _print_summary(title: str, summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        if key in ("tokenizer_json", "new_tokens", "new_to_old"):
+            continue
+        if key == "corpus":
+            value = f"{value['documents']} docs, {value['characters']} chars" + (
+                f", {value['skipped_lines']} bad lines skipped" if value["skipped_lines"] else ""
+            )
+        elif key == "check_text":
+            value = f"{value['tokens_before']} -> {value['tokens_after']} tokens ({value['increase_pct']:+.2f}%)"
+        table.add_row(key, str(value))
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    tok_app = typer.Typer(help="Build and measure tokenizers for the target language.", no_args_is_help=True)
+    app.add_typer(tok_app, name="tokenizer")
+
+    @tok_app.command("train")
+    def train(
+        corpus: list[Path] = typer.Argument(..., help="text files, directories, .gz or JSONL"),
+        kind: str = typer.Option("bpe", "--kind", help="bpe or unigram"),
+        vocab_size: int = typer.Option(32000, "--vocab-size", help="total vocabulary size"),
+        like: Optional[Path] = typer.Option(None, "--like", help="source model whose tokenizer conventions to copy"),
+        out: Path = typer.Option(..., "--out", help="output directory"),
+        text_field: str = typer.Option("text", "--text-field", help="JSONL field holding the text"),
+        errors: str = typer.Option("fail", "--errors", help=_ERRORS_HELP),
+        max_chars: Optional[int] = typer.Option(None, "--max-chars", help="use at most this many characters"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty output directory"),
+    ) -> None:
+        """Train a new BPE or Unigram tokenizer on the target corpus."""
+        from vocadapt.tokenizer import TrainConfig, train_tokenizer
+
+        cfg = TrainConfig(kind=kind, vocab_size=vocab_size, like=str(like) if like else None, text_field=text_field,
+                          errors=errors, max_chars=max_chars)
+        _print_summary(f"trained {out}", train_tokenizer(corpus, out=out, config=cfg, overwrite=overwrite))
+
+    @tok_app.command("extend")
+    def extend(
+        source: Path = typer.Argument(..., help="source model or tokenizer directory"),
+        corpus: list[Path] = typer.Argument(..., help="text files, directories, .gz or JSONL"),
+        add: int = typer.Option(..., "--add", help="number of new tokens"),
+        out: Path = typer.Option(..., "--out", help="output directory"),
+        merge_order: str = typer.Option("needed-first", "--merge-order", help="needed-first, new-first (LEP) or old-first"),
+        check_text: Optional[list[Path]] = typer.Option(None, "--check-text", help="text that must not get much longer (English, code)"),
+        text_field: str = typer.Option("text", "--text-field", help="JSONL field holding the text"),
+        errors: str = typer.Option("fail", "--errors", help=_ERRORS_HELP),
+        max_chars: Optional[int] = typer.Option(None, "--max-chars", help="use at most this many characters"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty output directory"),
+    ) -> None:
+        """Append tokens learned on the corpus to the source tokenizer (old ids unchanged)."""
+        from vocadapt.tokenizer import ExtendConfig, extend_tokenizer
+
+        cfg = ExtendConfig(add=add, merge_order=merge_order, text_field=text_field, errors=errors, max_chars=max_chars)
+        _print_summary(f"extended {out}", extend_tokenizer(source, corpus, out=out, config=cfg, check_text=check_text, overwrite=overwrite))
+
+    @tok_app.command("optimize")
+    def optimize(
+        source: Path = typer.Argument(..., help="source model or tokenizer directory (BPE)"),
+        corpus: list[Path] = typer.Argument(..., help="text files, directories, .gz or JSONL"),
+        keep: int = typer.Option(..., "--keep", help="source tokens to keep"),
+        add: int = typer.Option(..., "--add", help="new tokens to append"),
+        out: Path = typer.Option(..., "--out", help="output directory"),
+        merge_order: str = typer.Option("needed-first", "--merge-order", help="needed-first, new-first (LEP) or old-first"),
+        check_text: Optional[list[Path]] = typer.Option(None, "--check-text", help="text to measure the length change on"),
+        text_field: str = typer.Option("text", "--text-field", help="JSONL field holding the text"),
+        errors: str = typer.Option("fail", "--errors", help=_ERRORS_HELP),
+        max_chars: Optional[int] = typer.Option(None, "--max-chars", help="use at most this many characters"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty output directory"),
+    ) -> None:
+        """Keep the K source tokens most used on the corpus, then append M new ones."""
+        from vocadapt.tokenizer import OptimizeConfig, optimize_tokenizer
+
+        cfg = OptimizeConfig(keep=keep, add=add, merge_order=merge_order, text_field=text_field, errors=errors, max_chars=max_chars)
+        _print_summary(f"optimized {out}", optimize_tokenizer(source, corpus, out=out, config=cfg, check_text=check_text, overwrite=overwrite))
+
+    @tok_app.command("stats")
+    def stats(
+        tokenizers: list[Path] = typer.Argument(..., help="tokenizer or model directories"),
+        text: list[Path] = typer.Option(..., "--text", help="held-out text files"),
+        reference: Optional[Path] = typer.Option(None, "--reference", help="tokenizer to measure vocabulary overlap with"),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="also write the rows as JSON here"),
+        text_field: str = typer.Option("text", "--text-field", help="JSONL field holding the text"),
+    ) -> None:
+        """Compression and vocabulary statistics, one row per tokenizer."""
+        from rich.console import Console
+
+        from vocadapt.tokenizer import tokenizer_stats
+        from vocadapt.tokenizer.stats import stats_json, stats_table
+
+        rows = tokenizer_stats(tokenizers, text, reference=reference, text_field=text_field)
+        Console().print(stats_table(rows))
+        if json_out is not None:
+            json_out.write_text(stats_json(rows) + "\n", encoding="utf-8")

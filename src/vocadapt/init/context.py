@@ -1,0 +1,122 @@
+"""What every init method receives (:class:`InitContext`) and returns (:class:`Rows`).
+
+The context is built once per run and holds everything a method would otherwise re-derive: both
+tokenizers, the vocabulary alignment (copy map, new ids, decompositions), the seed, and a memo
+for work that does not depend on which matrix is being initialized (FOCUS's sparse weights are
+computed for the input embedding and reused for the untied head).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vocadapt.tokenizer.align import Alignment
+
+BLOCK_ROWS = 4096  # rows per block when gathering source rows: bounds temporary memory
+
+
+@dataclass
+class Rows:
+    """A method's answer for ``ctx.new_ids``.
+
+    ``values``: (n_new, d) float32, row i for target id ``ctx.new_ids[i]``.
+    ``ok``: (n_new,) bool; rows with ``ok[i] == False`` had no signal and get the seeded random
+    fallback from the framework (and are counted as such in the provenance file).
+    """
+
+    values: torch.Tensor
+    ok: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.values.dim() != 2 or self.ok.shape != (self.values.shape[0],):
+            raise ValueError(f"Rows: values {tuple(self.values.shape)} and ok {tuple(self.ok.shape)} disagree")
+
+
+@dataclass
+class InitContext:
+    source_tokenizer: Any
+    target_tokenizer: Any
+    alignment: Alignment
+    seed: int = 0
+    matrix: str = "input"  # "input" or "output": which matrix the current call initializes
+    source_model: Path | None = None
+    target_dir: Path | None = None
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def new_ids(self) -> np.ndarray:
+        return self.alignment.new_ids
+
+    @property
+    def decompositions(self) -> list[list[int]]:
+        """Source ids for each of ``new_ids`` (same order; [] when there is none)."""
+        return [self.alignment.decompositions.get(int(t), []) for t in self.new_ids]
+
+    def generator(self, salt: str) -> torch.Generator:
+        """A local generator seeded from (seed, salt): never touches the global RNG state."""
+        digest = hashlib.sha256(f"{self.seed}/{salt}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Compute once per run (across input and output matrices), then reuse."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
+
+
+def column_stats(source: torch.Tensor, rows: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std (float32, shape (d,)) of ``source`` rows, computed in blocks."""
+    idx = torch.arange(source.shape[0]) if rows is None else torch.as_tensor(np.asarray(rows), dtype=torch.long)
+    total = torch.zeros(source.shape[1], dtype=torch.float64)
+    sq = torch.zeros_like(total)
+    for start in range(0, len(idx), BLOCK_ROWS):
+        block = source[idx[start : start + BLOCK_ROWS]].to(torch.float64)
+        total += block.sum(0)
+        sq += (block * block).sum(0)
+    n = max(len(idx), 1)
+    mean = total / n
+    var = (sq / n - mean * mean).clamp_min(0.0)
+    return mean.float(), var.sqrt().float()
+
+
+def random_rows(source: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, d) float32 rows drawn from N(mean, std) of ``source``, per dimension."""
+    mean, std = column_stats(source)
+    return torch.randn(n, source.shape[1], generator=generator) * std + mean
+
+
+def combine_rows(
+    source: torch.Tensor,
+    indices: Sequence[Sequence[int]],
+    weights: Sequence[Sequence[float]] | None = None,
+) -> Rows:
+    """Rows that are weighted sums of source rows: ``out[i] = sum_j w[i][j] * source[indices[i][j]]``.
+
+    ``weights=None`` means a plain mean. Empty index lists give ``ok=False``. Works in blocks of
+    :data:`BLOCK_ROWS` output rows so a 128k-token vocabulary never gathers all pieces at once.
+    """
+    n, d = len(indices), source.shape[1]
+    out = torch.zeros(n, d, dtype=torch.float32)
+    ok = torch.tensor([len(ix) > 0 for ix in indices], dtype=torch.bool)
+    for start in range(0, n, BLOCK_ROWS):
+        stop = min(start + BLOCK_ROWS, n)
+        flat, seg, w = [], [], []
+        for i in range(start, stop):
+            ix = indices[i]
+            if not len(ix):
+                continue
+            flat.extend(int(j) for j in ix)
+            seg.extend([i - start] * len(ix))
+            w.extend(weights[i] if weights is not None else [1.0 / len(ix)] * len(ix))
+        if not flat:
+            continue
+        gathered = source[torch.as_tensor(flat)].float() * torch.as_tensor(w, dtype=torch.float32)[:, None]
+        out[start:stop].index_add_(0, torch.as_tensor(seg), gathered)
+    return Rows(out, ok)

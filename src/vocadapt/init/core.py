@@ -1,0 +1,229 @@
+"""``init_embeddings``: give a model a new tokenizer and initialize its new rows.
+
+The run, end to end: open the source checkpoint lazily, load both tokenizers, align the
+vocabularies, then for each vocabulary matrix (input embedding; untied head; MLM bias) copy the
+overlapping rows exactly, ask the method for the new rows, fill rows it has no signal for with
+the seeded fallback, pad, and stream the checkpoint into a staging directory that is renamed
+into place only when everything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vocadapt.errors import VocadaptError
+from vocadapt.init.context import InitContext, Rows, column_stats, combine_rows, random_rows
+from vocadapt.init.registry import get_method
+from vocadapt.io.checkpoint import Checkpoint, commit_dir, make_staging_dir, write_checkpoint
+from vocadapt.provenance import write_provenance
+from vocadapt.tokenizer.align import align_vocabularies, read_mapping
+from vocadapt.tokenizer.canonical import vocab_size
+
+
+@dataclass
+class InitReport:
+    """What ``init_embeddings`` did: where, how many rows of each kind, per matrix."""
+
+    out_dir: Path
+    method: str
+    source_rows: int
+    target_rows: int
+    alignment: dict[str, int]
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+
+def load_tokenizer(path: str | Path, what: str = "tokenizer") -> Any:
+    """A fast HF tokenizer from a directory (or a bare ``tokenizer.json``), with one-line errors."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    p = Path(path)
+    if not p.exists():
+        raise VocadaptError(f"{what} not found: {p}")
+    try:
+        if p.is_file() and p.suffix == ".json":
+            tok = PreTrainedTokenizerFast(tokenizer_file=str(p))
+        elif _declares_generic_class(p):
+            # AutoTokenizer would pick a class from the *model* config (e.g. Qwen2Tokenizer for a
+            # qwen2 model), which may add tokens the tokenizer never had; honour the declaration.
+            tok = PreTrainedTokenizerFast.from_pretrained(str(p))
+        else:
+            tok = AutoTokenizer.from_pretrained(str(p))
+    except Exception as e:  # transformers raises many types for a broken folder
+        raise VocadaptError(f"cannot load {what} from {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer"):
+        raise VocadaptError(f"{what} at {p} is not a fast tokenizer (tokenizer.json); convert it first")
+    return tok
+
+
+def _declares_generic_class(folder: Path) -> bool:
+    cfg = folder / "tokenizer_config.json"
+    if not (folder / "tokenizer.json").is_file() or not cfg.is_file():
+        return False
+    declared = json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class")
+    return declared in (None, "TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    bad = ~torch.isfinite(t)
+    if bad.any():
+        rows = torch.nonzero(bad.reshape(t.shape[0], -1).any(1)).flatten()
+        raise VocadaptError(
+            f"source tensor {name!r} has {int(bad.sum())} NaN/inf values in {len(rows)} rows (first: {rows[:5].tolist()})"
+        )
+
+
+def _assemble(
+    source: torch.Tensor,
+    ctx: InitContext,
+    rows: Rows,
+    n_rows: int,
+    fallback_salt: str,
+) -> tuple[torch.Tensor, dict[str, int]]:
+    """Build the target matrix (n_rows x d, source dtype) from copies, method rows, fallback."""
+    a = ctx.alignment
+    new_ids = torch.as_tensor(a.new_ids, dtype=torch.long)
+    if rows.values.shape != (len(new_ids), source.shape[1]):
+        raise RuntimeError(f"method returned {tuple(rows.values.shape)} rows, expected {(len(new_ids), source.shape[1])}")
+    values = rows.values.float()
+    ok = rows.ok.clone()
+    # A method may produce a non-finite row on degenerate input; treat it as "no signal".
+    ok &= torch.isfinite(values).all(1)
+    n_fallback = int((~ok).sum())
+    if n_fallback:
+        values[~ok] = random_rows(source, n_fallback, ctx.generator(fallback_salt))
+    out = torch.empty(n_rows, source.shape[1], dtype=source.dtype)
+    copied = torch.as_tensor(a.copied_ids, dtype=torch.long)
+    out[copied] = source[torch.as_tensor(a.copy_from[a.copied_ids], dtype=torch.long)]
+    out[new_ids] = values.to(source.dtype)
+    if n_rows > a.target_size:  # padding rows: never produced by the tokenizer; mean keeps them harmless
+        mean, _ = column_stats(source)
+        out[a.target_size :] = mean.to(source.dtype)
+    counts = {"copied": len(copied), "computed": int(ok.sum()), "fallback": n_fallback, "padding": n_rows - a.target_size}
+    return out, counts
+
+
+def init_embeddings(
+    source_model: str | Path,
+    target_tokenizer: str | Path,
+    out_dir: str | Path,
+    method: str = "mean",
+    *,
+    seed: int = 0,
+    pad_to_multiple_of: int | None = None,
+    overwrite: bool = False,
+    options: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> InitReport:
+    """Write ``out_dir``: ``source_model`` with ``target_tokenizer`` and initialized new rows.
+
+    ``source_model`` is an HF model directory (safetensors) or a ``.gguf`` file; ``target_tokenizer``
+    a tokenizer directory or ``tokenizer.json``; ``method`` a registered init method (see
+    ``vocadapt methods``) with its ``options``. The output loads with ``from_pretrained``.
+    """
+    started = time.perf_counter()
+    spec = get_method(method)
+    config = spec.make_config(options)
+    ckpt = Checkpoint(source_model)
+    src_tok = load_tokenizer(ckpt.path, "source model's tokenizer")
+    tgt_tok = load_tokenizer(target_tokenizer, "target tokenizer")
+    n_src = vocab_size(src_tok)
+    if n_src > ckpt.embedding_rows:
+        raise VocadaptError(
+            f"source tokenizer has ids up to {n_src - 1} but the model's embedding has {ckpt.embedding_rows} rows: "
+            "tokenizer and model do not match"
+        )
+    if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+        raise VocadaptError(f"pad_to_multiple_of must be >= 1, not {pad_to_multiple_of}")
+    target_dir = Path(target_tokenizer) if Path(target_tokenizer).is_dir() else None
+    alignment = align_vocabularies(src_tok, tgt_tok, mapping=read_mapping(target_dir))
+    if alignment.copied_ids.size == 0:
+        # Not fatal for every method (random needs nothing), but worth saying.
+        import warnings
+
+        warnings.warn("target vocabulary shares no token with the source; nothing is copied", stacklevel=2)
+    n_rows = alignment.target_size
+    if pad_to_multiple_of:
+        n_rows = -(-n_rows // pad_to_multiple_of) * pad_to_multiple_of
+
+    ctx = InitContext(src_tok, tgt_tok, alignment, seed=seed, source_model=ckpt.path, target_dir=target_dir)
+    replacements: dict[str, torch.Tensor] = {}
+    counts: dict[str, dict[str, int]] = {}
+    matrices = [("input", ckpt.vocab.input)]
+    if not ckpt.vocab.tied and ckpt.vocab.output:
+        matrices.append(("output", ckpt.vocab.output))
+    for matrix, name in matrices:
+        source = ckpt.read(name)
+        if source.shape[0] < n_src:
+            raise VocadaptError(f"{name!r} has {source.shape[0]} rows but the tokenizer has {n_src} ids")
+        _check_finite(source, name)
+        ctx.matrix = matrix
+        rows = spec.fn(ctx, source, config)
+        replacements[name], counts[matrix] = _assemble(source, ctx, rows, n_rows, f"fallback/{matrix}")
+        del source, rows
+    if ckpt.vocab.tied and ckpt.vocab.output:  # a tied checkpoint that stores the head anyway
+        replacements[ckpt.vocab.output] = replacements[ckpt.vocab.input]
+    if ckpt.vocab.output_bias:
+        bias = ckpt.read(ckpt.vocab.output_bias)
+        _check_finite(bias, ckpt.vocab.output_bias)
+        # The MLM bias is a scalar per token: the mean rule for every method (copies, then means).
+        ctx.matrix = "output_bias"
+        b_rows = combine_rows(bias[:, None], ctx.decompositions)
+        b, counts["output_bias"] = _assemble(bias[:, None], ctx, b_rows, n_rows, "fallback/output_bias")
+        replacements[ckpt.vocab.output_bias] = b[:, 0].contiguous()
+
+    config_updates: dict[str, Any] = {"vocab_size": n_rows}
+    for role in ("bos", "eos", "pad"):
+        tid = getattr(tgt_tok, f"{role}_token_id", None)
+        if isinstance(tid, int) and f"{role}_token_id" in ckpt.config:
+            config_updates[f"{role}_token_id"] = tid
+
+    staging = make_staging_dir(Path(out_dir), overwrite=overwrite)
+    try:
+        write_checkpoint(ckpt, staging, replacements, config_updates)
+        _save_tokenizer(tgt_tok, src_tok, staging)
+        report = InitReport(
+            out_dir=Path(out_dir),
+            method=method,
+            source_rows=ckpt.embedding_rows,
+            target_rows=n_rows,
+            alignment=alignment.summary(),
+            counts=counts,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        write_provenance(
+            staging,
+            "init",
+            {"method": method, "options": config, "seed": seed, "pad_to_multiple_of": pad_to_multiple_of},
+            inputs={"source_model": ckpt.path, "target_tokenizer": target_tokenizer},
+            results={"counts": counts, "alignment": report.alignment, "seconds": report.seconds, "tied": ckpt.vocab.tied},
+        )
+        commit_dir(staging, Path(out_dir))
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def _save_tokenizer(tgt_tok: Any, src_tok: Any, dest: Path) -> None:
+    """Save the target tokenizer; carry the source's chat template when the target has none."""
+    if not getattr(tgt_tok, "chat_template", None) and getattr(src_tok, "chat_template", None):
+        tgt_tok.chat_template = src_tok.chat_template
+    tgt_tok.save_pretrained(str(dest))
+
+
+__all__ = ["InitReport", "init_embeddings", "load_tokenizer"]

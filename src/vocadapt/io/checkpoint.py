@@ -1,0 +1,234 @@
+"""Checkpoint I/O for vocabulary surgery, without ever materializing the model.
+
+:class:`Checkpoint` opens an HF model directory (sharded or single-file safetensors, or a
+``.gguf`` file converted once into the cache), finds the vocabulary-sized tensors through the
+architecture table in ``_data/architectures.json`` and the config's tying flag, and reads only
+those. :func:`write_checkpoint` writes the adapted model: shards without a changed tensor are
+copied file by file, shards with one are re-streamed with the new tensors, the index and the
+config are updated, and everything goes to a temporary directory renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vocadapt.errors import VocadaptError
+from vocadapt.io.safetensors_stream import TensorInfo, read_header, read_tensor, write_file
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+# Files that describe the tokenizer; the adapted model gets the target tokenizer's instead.
+TOKENIZER_FILES = {
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "sentencepiece.bpe.model",
+    "vocab_mapping.json",
+}
+
+
+@cache
+def architectures() -> dict[str, dict[str, Any]]:
+    text = resources.files("vocadapt").joinpath("_data/architectures.json").read_text(encoding="utf-8")
+    return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+@dataclass(frozen=True)
+class VocabTensors:
+    """The names of the vocabulary-sized tensors of one checkpoint; tying is data, not code."""
+
+    input: str
+    output: str | None  # None: the head is tied to the input embedding and not stored apart
+    output_bias: str | None  # MLM decoder bias (BERT/RoBERTa), vocab-sized and 1-D
+    tied: bool
+
+    def names(self) -> list[str]:
+        return [n for n in (self.input, self.output, self.output_bias) if n]
+
+
+class Checkpoint:
+    """A lazily read HF model directory: config, tensor locations, vocabulary tensors."""
+
+    def __init__(self, path: str | Path):
+        path = resolve_model_dir(path)
+        if not (path / "config.json").is_file():
+            raise VocadaptError(f"not a Hugging Face model directory (no config.json): {path}")
+        self.path = path
+        self.config: dict[str, Any] = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        self.tensors: dict[str, TensorInfo] = {}
+        self.files: list[Path] = []
+        self.index: dict[str, Any] | None = None
+        if (path / INDEX_FILE).is_file():
+            self.index = json.loads((path / INDEX_FILE).read_text(encoding="utf-8"))
+            shard_names = sorted(set(self.index["weight_map"].values()))
+            self.files = [path / s for s in shard_names]
+        elif (path / SINGLE_FILE).is_file():
+            self.files = [path / SINGLE_FILE]
+        else:
+            bins = sorted(path.glob("*.bin"))
+            hint = " (PyTorch .bin weights: re-save with safe_serialization=True)" if bins else ""
+            raise VocadaptError(f"no safetensors weights in {path}{hint}")
+        for f in self.files:
+            if not f.is_file():
+                raise VocadaptError(f"shard listed in {INDEX_FILE} is missing: {f}")
+            infos, _ = read_header(f)
+            self.tensors.update(infos)
+        self.vocab = self._find_vocab_tensors()
+
+    # -- what the config says ----------------------------------------------------------------
+    @property
+    def model_type(self) -> str:
+        return str(self.config.get("model_type", "unknown"))
+
+    @property
+    def text_config(self) -> dict[str, Any]:
+        """The config dict that holds vocab_size (multimodal configs nest it in text_config)."""
+        return self.config.get("text_config") or self.config
+
+    def _find_vocab_tensors(self) -> VocabTensors:
+        table = architectures()
+        entry = table.get(self.model_type)
+
+        def first(names: list[str]) -> str | None:
+            return next((n for n in names if n in self.tensors), None)
+
+        if entry is None:
+            # Unknown model_type: try every known layout before giving up.
+            candidates = sorted({n for e in table.values() for n in e["input"]})
+            found = first(candidates)
+            if found is None:
+                raise VocadaptError(
+                    f"unknown architecture {self.model_type!r}: looked for an input embedding among "
+                    f"{', '.join(candidates)}; none is in the checkpoint"
+                )
+            entry = next(e for e in table.values() if found in e["input"])
+        inp = first(entry["input"])
+        if inp is None:
+            raise VocadaptError(
+                f"{self.model_type}: input embedding not found; looked for {', '.join(entry['input'])}"
+            )
+        out = first(entry.get("output", []))
+        bias = first(entry.get("output_bias", []))
+        tied = bool(self.text_config.get("tie_word_embeddings", self.config.get("tie_word_embeddings", entry["tied_default"])))
+        if not tied and out is None:
+            raise VocadaptError(
+                f"{self.model_type}: config says the head is untied but no head tensor was found; "
+                f"looked for {', '.join(entry.get('output', []))}"
+            )
+        # A tied checkpoint may still store the head (a duplicate); it is rewritten alongside.
+        return VocabTensors(input=inp, output=out, output_bias=bias, tied=tied)
+
+    # -- tensors -----------------------------------------------------------------------------
+    @property
+    def embedding_rows(self) -> int:
+        return self.tensors[self.vocab.input].shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.tensors[self.vocab.input].shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.tensors[self.vocab.input].torch_dtype
+
+    def read(self, name: str) -> torch.Tensor:
+        """Read one tensor (and only it) in its stored dtype."""
+        if name not in self.tensors:
+            raise VocadaptError(f"tensor {name!r} not in checkpoint {self.path}")
+        return read_tensor(self.tensors[name])
+
+    def non_weight_files(self) -> list[Path]:
+        """Files to carry over besides weights and tokenizer files (generation config, README...)."""
+        skip = {f.name for f in self.files} | {INDEX_FILE, "config.json", "vocadapt.json"} | TOKENIZER_FILES
+        return [f for f in sorted(self.path.iterdir()) if f.is_file() and f.name not in skip and not f.name.startswith(".")]
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """An HF model directory for ``path``: itself, or the cached conversion of a ``.gguf`` file."""
+    p = Path(path)
+    if not p.exists():
+        raise VocadaptError(f"model not found: {p}")
+    return _converted_gguf(p) if p.is_file() and p.suffix == ".gguf" else p
+
+
+def _converted_gguf(gguf_file: Path) -> Path:
+    from vocadapt.assets import cache_dir, file_sha256
+    from vocadapt.io.gguf import convert_gguf
+
+    key = file_sha256(gguf_file, limit=16 << 20)[:16]
+    return convert_gguf(gguf_file, cache_dir() / "converted" / f"{gguf_file.stem}-{key}")
+
+
+def make_staging_dir(out_dir: Path, overwrite: bool = False) -> Path:
+    """Check ``out_dir`` and return a temporary sibling to write into (see :func:`commit_dir`)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise VocadaptError(f"output directory exists and is not empty: {out_dir} (use --overwrite)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+
+
+def commit_dir(tmp: Path, out_dir: Path) -> Path:
+    """Move a finished staging directory into place (replacing an old ``out_dir``)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def write_checkpoint(
+    src: Checkpoint,
+    dest: Path,
+    replacements: dict[str, torch.Tensor],
+    config_updates: dict[str, Any],
+) -> None:
+    """Write ``src`` into the (staging) directory ``dest`` with some tensors replaced.
+
+    Shards that hold no replaced tensor are copied byte for byte; the others are re-streamed,
+    so peak memory is the replaced tensors plus a 64 MiB copy buffer.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    unknown = set(replacements) - set(src.tensors)
+    if unknown:
+        raise VocadaptError(f"cannot replace tensors that are not in the checkpoint: {sorted(unknown)}")
+    total = 0
+    for shard in src.files:
+        infos, meta = read_header(shard)
+        if not any(name in replacements for name in infos):
+            shutil.copyfile(shard, dest / shard.name)
+            total += sum(i.nbytes for i in infos.values())
+            continue
+        entries = [(name, replacements.get(name, info)) for name, info in infos.items()]
+        total += write_file(dest / shard.name, entries, metadata=meta or {"format": "pt"})
+    if src.index is not None:
+        index = dict(src.index)
+        index["metadata"] = {**index.get("metadata", {}), "total_size": total}
+        (dest / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+    config = json.loads(json.dumps(src.config))
+    target = config.get("text_config") if "text_config" in config and "vocab_size" in config["text_config"] else config
+    for key, value in config_updates.items():
+        if key == "vocab_size":
+            target[key] = value
+        else:
+            config[key] = value
+    (dest / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    for f in src.non_weight_files():
+        shutil.copyfile(f, dest / f.name)
+    gen = dest / "generation_config.json"
+    if gen.exists():
+        g = json.loads(gen.read_text(encoding="utf-8"))
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if key in config_updates and key in g:
+                g[key] = config_updates[key]
+        gen.write_text(json.dumps(g, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,110 @@
+"""Streaming safetensors: read headers and tensors lazily, write files tensor by tensor.
+
+The safetensors format is an 8-byte little-endian header length, a JSON header
+(``{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}``) and one flat
+byte buffer. ``safetensors.torch.save_file`` needs every tensor of a file in memory at once; a
+shard of an 8B-70B model is several GB, and vocabulary surgery changes only one or two tensors
+in it. So the writer here streams: unchanged tensors are copied as byte ranges from the source
+file in 64 MiB chunks, changed tensors are written from memory, and peak memory is bounded by
+the changed tensors alone, whatever the size of the rest of the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+_CHUNK = 64 << 20
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives: file, dtype string ("BF16"), shape, absolute byte range."""
+
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse a safetensors header: ({name: TensorInfo}, metadata)."""
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+    base = 8 + n
+    meta = header.pop("__metadata__", {}) or {}
+    infos = {
+        name: TensorInfo(Path(path), h["dtype"], tuple(h["shape"]), base + h["data_offsets"][0], base + h["data_offsets"][1])
+        for name, h in header.items()
+    }
+    return infos, meta
+
+
+def read_tensor(info: TensorInfo) -> torch.Tensor:
+    """Load one tensor into memory (only that tensor's bytes are read)."""
+    with open(info.file, "rb") as fh:
+        fh.seek(info.begin)
+        buf = bytearray(fh.read(info.nbytes))
+    if not buf:
+        return torch.empty(info.shape, dtype=info.torch_dtype)
+    return torch.frombuffer(buf, dtype=info.torch_dtype).reshape(info.shape)
+
+
+def write_file(path: Path, entries: Iterable[tuple[str, TensorInfo | torch.Tensor]], metadata: dict[str, str] | None = None) -> int:
+    """Write a safetensors file from (name, source) pairs; returns the data size in bytes.
+
+    A source is either a :class:`TensorInfo` (bytes copied from its file in chunks) or an
+    in-memory tensor (written through a zero-copy byte view).
+    """
+    entries = list(entries)
+    header: dict[str, object] = {}
+    offset = 0
+    for name, src in entries:
+        if isinstance(src, TensorInfo):
+            dtype, shape, size = src.dtype, list(src.shape), src.nbytes
+        else:
+            dtype, shape, size = _NAMES[src.dtype], list(src.shape), src.numel() * src.element_size()
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # the format pads the header to 8-byte alignment
+    with open(path, "wb") as out:
+        out.write(struct.pack("<Q", len(raw)))
+        out.write(raw)
+        for _, src in entries:
+            if isinstance(src, TensorInfo):
+                with open(src.file, "rb") as fh:
+                    fh.seek(src.begin)
+                    left = src.nbytes
+                    while left:
+                        chunk = fh.read(min(_CHUNK, left))
+                        out.write(chunk)
+                        left -= len(chunk)
+            else:
+                t = src.detach().cpu().contiguous().reshape(-1)
+                if t.numel():
+                    out.write(t.view(torch.uint8).numpy().data)  # a view: no copy of the tensor
+    return offset

@@ -1,0 +1,283 @@
+"""Shared plumbing for tokenizer building: tokenizer.json as data, families, atomic output.
+
+A fast tokenizer is one JSON document (``tokenizer.json``): a normalizer, a pre-tokenizer, a
+model (vocab + merges for BPE, scored pieces for Unigram, vocab for WordPiece), a decoder, a
+post-processor and a list of added (mostly special) tokens. Extension and pruning are edits of
+the model section; everything else is carried over verbatim, which is what keeps a tokenizer
+"like" its source (digit splitting, normalization, byte handling, special tokens).
+
+Output directories are written into a temporary sibling and renamed at the end, so a failure
+never leaves a half-written tokenizer behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vocadapt.errors import VocadaptError
+
+VOCAB_MAPPING_FILE = "vocab_mapping.json"
+
+# Families, by how a tokenizer spells text. Byte-level BPE (GPT-2, Llama-3, Qwen, SmolLM2)
+# maps bytes to printable characters (`Ġ` = space); SentencePiece-style BPE (Llama-2, Mistral)
+# writes spaces as `▁` and falls back to `<0xNN>` pieces for unseen characters.
+BYTELEVEL_BPE = "bytelevel-bpe"
+SENTENCEPIECE_BPE = "sentencepiece-bpe"
+PLAIN_BPE = "bpe"
+UNIGRAM = "unigram"
+WORDPIECE = "wordpiece"
+
+SP_SPACE = "\u2581"  # '▁'
+BYTE_PIECES = [f"<0x{b:02X}>" for b in range(256)]
+
+
+@dataclass
+class SourceTokenizer:
+    """A tokenizer directory read as data.
+
+    ``json`` is the parsed tokenizer.json; ``hf_kwargs`` the special-token names, chat template
+    and max length that ``PreTrainedTokenizerFast`` needs to behave like the source.
+    """
+
+    path: Path | None
+    json: dict[str, Any]
+    hf_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        return tokenizer_family(self.json)
+
+
+def load_source(source: str | Path) -> SourceTokenizer:
+    """Read a model or tokenizer directory (or a bare tokenizer.json) that holds a fast tokenizer."""
+    p = Path(source)
+    if not p.exists():
+        raise VocadaptError(f"source tokenizer not found: {p}")
+    tj_path = p if p.is_file() else p / "tokenizer.json"
+    if not tj_path.exists():
+        raise VocadaptError(
+            f"no tokenizer.json in {p}: vocadapt edits fast (tokenizers-library) tokenizers; "
+            "convert a slow one first with AutoTokenizer.from_pretrained(...).save_pretrained(...)"
+        )
+    try:
+        tj = json.loads(tj_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise VocadaptError(f"{tj_path}: not valid JSON ({e.msg})") from None
+    if not isinstance(tj, dict) or "model" not in tj:
+        raise VocadaptError(f"{tj_path}: not a tokenizer.json (no 'model' section)")
+    return SourceTokenizer(path=p, json=tj, hf_kwargs=_hf_kwargs(p) if p.is_dir() else {})
+
+
+def _hf_kwargs(directory: Path) -> dict[str, Any]:
+    """Special-token roles, chat template and max length of an HF tokenizer directory."""
+    out: dict[str, Any] = {}
+    cfg_path = directory / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
+    stm_path = directory / "special_tokens_map.json"
+    stm = json.loads(stm_path.read_text(encoding="utf-8")) if stm_path.exists() else {}
+    for role in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"):
+        value = cfg.get(role, stm.get(role))
+        if isinstance(value, dict):  # AddedToken serialized as a dict
+            value = value.get("content")
+        if isinstance(value, str):
+            out[role] = value
+    extra = cfg.get("additional_special_tokens", cfg.get("extra_special_tokens", stm.get("additional_special_tokens")))
+    if isinstance(extra, list) and extra:
+        out["additional_special_tokens"] = [t["content"] if isinstance(t, dict) else t for t in extra]
+    template = cfg.get("chat_template")
+    jinja = directory / "chat_template.jinja"
+    if template is None and jinja.exists():
+        template = jinja.read_text(encoding="utf-8")
+    if template is not None:
+        out["chat_template"] = template
+    for key in ("model_max_length", "add_bos_token", "add_eos_token", "padding_side"):
+        if key in cfg:
+            out[key] = cfg[key]
+    return out
+
+
+def _walk(node: Any) -> Iterator[dict]:
+    """Every component dict inside a (possibly nested Sequence) normalizer/pre-tokenizer/decoder."""
+    if isinstance(node, dict):
+        yield node
+        for key in ("pretokenizers", "normalizers", "decoders", "processors"):
+            for child in node.get(key, []) or []:
+                yield from _walk(child)
+
+
+def has_component(tj: dict, section: str, type_name: str) -> bool:
+    return any(c.get("type") == type_name for c in _walk(tj.get(section)))
+
+
+def tokenizer_family(tj: dict) -> str:
+    """One of the family constants above, from the model type and its byte handling."""
+    model_type = tj["model"].get("type")
+    if model_type == "BPE":
+        if has_component(tj, "pre_tokenizer", "ByteLevel") or has_component(tj, "decoder", "ByteLevel"):
+            return BYTELEVEL_BPE
+        if tj["model"].get("byte_fallback") or has_component(tj, "decoder", "ByteFallback"):
+            return SENTENCEPIECE_BPE
+        return PLAIN_BPE
+    if model_type == "Unigram":
+        return UNIGRAM
+    if model_type == "WordPiece":
+        return WORDPIECE
+    return str(model_type).lower()
+
+
+def uses_sp_space(tj: dict) -> bool:
+    """Whether spaces are written as '▁' (Metaspace pre-tokenizer or a Replace normalizer)."""
+    if has_component(tj, "pre_tokenizer", "Metaspace"):
+        return True
+    return any(c.get("type") == "Replace" and c.get("content") == SP_SPACE for c in _walk(tj.get("normalizer")))
+
+
+def bpe_merges(model: dict) -> list[tuple[str, str]]:
+    """BPE merges as pairs, whichever of the two JSON spellings ("a b" or ["a", "b"]) is used."""
+    out = []
+    for m in model.get("merges", []):
+        if isinstance(m, str):
+            a, b = m.split(" ", 1)
+            out.append((a, b))
+        else:
+            out.append((m[0], m[1]))
+    return out
+
+
+def set_bpe_merges(model: dict, merges: list[tuple[str, str]]) -> None:
+    """Write merges back in the list-of-pairs spelling (unambiguous when pieces contain spaces)."""
+    model["merges"] = [[a, b] for a, b in merges]
+
+
+def model_vocab(tj: dict) -> dict[str, int]:
+    """token string -> id of the model section (not the added tokens)."""
+    model = tj["model"]
+    if model["type"] == "Unigram":
+        return {piece: i for i, (piece, _score) in enumerate(model["vocab"])}
+    return dict(model["vocab"])
+
+
+def max_id(tj: dict) -> int:
+    ids = list(model_vocab(tj).values()) + [t["id"] for t in tj.get("added_tokens", [])]
+    return max(ids) if ids else -1
+
+
+def training_pre_tokenizer(tj: dict) -> dict | None:
+    """The pre-tokenizer to train with.
+
+    Llama-2-style tokenizers have no pre-tokenizer: SentencePiece splits at '▁' implicitly. A
+    trainer given whole documents as one "word" would learn merges across words, so for those
+    we train with an explicit split before each '▁' (the output keeps the source's null).
+    """
+    pre = tj.get("pre_tokenizer")
+    if pre is None and uses_sp_space(tj):
+        return {"type": "Split", "pattern": {"String": SP_SPACE}, "behavior": "MergedWithNext", "invert": False}
+    return pre
+
+
+def empty_tokenizer_like(tj: dict, model: dict) -> dict:
+    """A copy of ``tj`` with ``model`` swapped in, no added tokens and no post-processor.
+
+    Used as the starting point for a trainer: the trainer adds the special tokens itself, and
+    post-processors refer to special-token ids that only exist after training.
+    """
+    out = copy.deepcopy(tj)
+    out["model"] = model
+    out["added_tokens"] = []
+    out["post_processor"] = None
+    out["pre_tokenizer"] = training_pre_tokenizer(tj)
+    out["truncation"] = None
+    out["padding"] = None
+    return out
+
+
+def remap_post_processor(post: Any, token_to_id: dict[str, int]) -> Any:
+    """Rewrite special-token ids inside a post-processor for a new vocabulary."""
+    post = copy.deepcopy(post)
+    for c in _walk(post):
+        specials = c.get("special_tokens")
+        if isinstance(specials, dict):
+            for name, spec in specials.items():
+                tokens = spec.get("tokens", [name])
+                spec["ids"] = [token_to_id[t] for t in tokens if t in token_to_id]
+        for key in ("sep", "cls"):  # BertProcessing / RobertaProcessing: [token, id]
+            if isinstance(c.get(key), list) and len(c[key]) == 2 and c[key][0] in token_to_id:
+                c[key][1] = token_to_id[c[key][0]]
+    return post
+
+
+def build_tokenizer(tj: dict):
+    """A ``tokenizers.Tokenizer`` from JSON data; a malformed edit becomes a clear error."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_str(json.dumps(tj, ensure_ascii=False))
+    except Exception as e:  # the Rust side reports e.g. a merge whose part is not in the vocab
+        raise VocadaptError(f"the edited tokenizer does not load: {e}") from None
+
+
+def save_tokenizer_dir(
+    tj: dict,
+    out: str | Path,
+    *,
+    hf_kwargs: dict[str, Any],
+    step: str,
+    config: Any,
+    inputs: dict[str, str | Path],
+    results: dict[str, Any],
+    vocab_mapping: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write an HF tokenizer directory atomically: tokenizer files, provenance, id mapping.
+
+    The tokenizer is wrapped in ``PreTrainedTokenizerFast`` with the source's special tokens and
+    chat template, saved, and loaded back with ``AutoTokenizer`` before the rename, so a
+    directory that exists is one that loads.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from vocadapt.provenance import write_provenance
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise VocadaptError(f"output directory {out} exists and is not empty (pass --overwrite to replace it)")
+    tok = build_tokenizer(tj)
+    vocab_before = tok.get_vocab_size(with_added_tokens=True)
+    kwargs = {k: v for k, v in hf_kwargs.items() if k != "additional_special_tokens"}
+    # A special-token role naming a string the new vocabulary lacks would make transformers
+    # silently append it as a new token; drop the role instead (the model has no such row).
+    vocab = tok.get_vocab(with_added_tokens=True)
+    kwargs = {k: v for k, v in kwargs.items() if not k.endswith("_token") or v in vocab}
+    extra = [t for t in hf_kwargs.get("additional_special_tokens", []) if t in vocab]
+    if extra:
+        kwargs["additional_special_tokens"] = extra
+    # Decoding must give back the exact text; the legacy clean-up would eat spaces before '.'.
+    kwargs["clean_up_tokenization_spaces"] = False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        hf = PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
+        hf.save_pretrained(tmp)
+        if vocab_mapping is not None:
+            (tmp / VOCAB_MAPPING_FILE).write_text(json.dumps(vocab_mapping) + "\n", encoding="utf-8")
+        reloaded = AutoTokenizer.from_pretrained(tmp)
+        if len(reloaded) != vocab_before:
+            raise VocadaptError(
+                f"saved tokenizer has {len(reloaded)} tokens, expected {vocab_before} (a special token was added twice?)"
+            )
+        write_provenance(tmp, step, config, inputs=inputs, results=results)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+

@@ -1,0 +1,248 @@
+"""Vocabulary alignment between a source model's tokenizer and a target tokenizer.
+
+Three things every init method needs, computed once here:
+
+* **copy map** — for each target id, the source id whose rows it copies exactly, or -1. Special
+  tokens match by content first, then by role (bos/eos/pad/unk/...); ordinary tokens by their
+  :class:`~vocadapt.tokenizer.canonical.CanonicalToken`; an explicit ``vocab_mapping.json``
+  written by ``vocadapt tokenizer extend/optimize`` overrides both.
+* **decomposition** — for each new token, the source ids its text encodes to. The token is
+  decoded to text and re-encoded with the *source* tokenizer stripped of everything that would
+  add pieces the token does not contain: no special tokens, no prepended ``▁``, no ByteLevel
+  prefix space. (Re-encoding the raw vocabulary string instead is a known bug of several
+  reference codes: ``Ġ`` or ``▁`` then reach the source tokenizer as literal characters.)
+  Bytes that are not valid UTF-8 (half a character, from a byte-level target) decompose into the
+  source's byte tokens when it has them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vocadapt.tokenizer.canonical import (
+    CanonicalToken,
+    Family,
+    canonical_vocab,
+    detect_family,
+    render,
+    special_ids,
+    tokenizer_json,
+    vocab_size,
+)
+
+SPECIAL_ROLES = ("bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token")
+MAPPING_FILE = "vocab_mapping.json"
+
+
+@dataclass
+class Alignment:
+    """How a target vocabulary relates to a source vocabulary.
+
+    ``copy_from[t]`` is the source id target id ``t`` copies, or -1 for a new token;
+    ``decompositions[t]`` lists source ids for new tokens (empty: no signal, use the fallback);
+    ``how[t]`` says why a row is copied ("special", "role", "canonical", "mapping").
+    """
+
+    source_size: int
+    target_size: int
+    copy_from: np.ndarray  # (target_size,) int64
+    how: list[str]
+    decompositions: dict[int, list[int]] = field(default_factory=dict)
+    target_tokens: list[CanonicalToken | None] = field(default_factory=list)
+    target_specials: set[int] = field(default_factory=set)
+
+    @property
+    def new_ids(self) -> np.ndarray:
+        return np.flatnonzero(self.copy_from < 0)
+
+    @property
+    def copied_ids(self) -> np.ndarray:
+        return np.flatnonzero(self.copy_from >= 0)
+
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {"target_size": self.target_size, "copied": int((self.copy_from >= 0).sum())}
+        for h in set(self.how) - {""}:
+            counts[f"copied_by_{h}"] = self.how.count(h)
+        counts["new"] = int((self.copy_from < 0).sum())
+        counts["new_with_decomposition"] = sum(1 for t in self.new_ids if self.decompositions.get(int(t)))
+        return counts
+
+
+# ------------------------------------------------------------------------------------------------
+# Raw re-encoding with the source tokenizer
+# ------------------------------------------------------------------------------------------------
+
+
+def _strip_prefixing(node: Any) -> Any:
+    """Copy of a normalizer/pre-tokenizer spec with every 'add a leading space' step disabled."""
+    if isinstance(node, list):
+        return [_strip_prefixing(n) for n in node if not (isinstance(n, dict) and n.get("type") == "Prepend")]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _strip_prefixing(v) for k, v in node.items()}
+    if node.get("type") == "ByteLevel":
+        node["add_prefix_space"] = False
+    if node.get("type") == "Metaspace":
+        node["prepend_scheme"] = "never"
+        node.pop("add_prefix_space", None)
+    if node.get("type") == "Prepend":  # a lone Prepend normalizer
+        return None
+    return node
+
+
+class RawEncoder:
+    """Encode text with a source tokenizer exactly as written: no specials, no added prefix space."""
+
+    def __init__(self, tokenizer: Any):
+        from tokenizers import Tokenizer
+
+        spec = tokenizer_json(tokenizer)
+        spec["post_processor"] = None
+        spec["normalizer"] = _strip_prefixing(spec.get("normalizer"))
+        spec["pre_tokenizer"] = _strip_prefixing(spec.get("pre_tokenizer"))
+        spec["truncation"] = None
+        spec["padding"] = None
+        self.backend = Tokenizer.from_str(json.dumps(spec))
+        self.family: Family = detect_family(tokenizer)
+        vocab = tokenizer.get_vocab()
+        self.vocab = vocab
+        self.unk_id = getattr(tokenizer, "unk_token_id", None)
+        self.specials = special_ids(tokenizer)
+        # Single-byte tokens of the source, for decomposing bytes that are not valid UTF-8.
+        self.byte_ids: dict[int, int] = {}
+        fam = self.family
+        for b in range(256):
+            if fam.kind == "byte_level":
+                piece = render(CanonicalToken(bytes([b]), False), fam)
+            elif fam.byte_fallback:
+                piece = f"<0x{b:02X}>"
+            else:
+                continue
+            if piece in vocab:
+                self.byte_ids[b] = vocab[piece]
+
+    def encode_many(self, tokens: list[CanonicalToken]) -> list[list[int]]:
+        """Source ids for each canonical token; [] where the source cannot spell it."""
+        out: list[list[int] | None] = [None] * len(tokens)
+        texts, where = [], []
+        for i, tok in enumerate(tokens):
+            try:
+                text = tok.surface().decode("utf-8")
+            except UnicodeDecodeError:
+                out[i] = self._bytes(tok.surface())
+                continue
+            if self.family.kind == "wordpiece" and not tok.word_start:
+                out[i] = self._wordpiece_continuation(tok.text.decode("utf-8"))
+                continue
+            texts.append(text)
+            where.append(i)
+        for i, enc in zip(where, self.backend.encode_batch(texts, add_special_tokens=False) if texts else []):
+            out[i] = [t for t in enc.ids if t != self.unk_id and t not in self.specials]
+        return [o or [] for o in out]
+
+    def _bytes(self, raw: bytes) -> list[int]:
+        if self.family.kind == "byte_level":
+            # Let the BPE model merge the bytes where it can (fewer, more meaningful pieces).
+            return [t.id for t in self.backend.model.tokenize(render(CanonicalToken(raw, False), self.family))]
+        if all(b in self.byte_ids for b in raw):
+            return [self.byte_ids[b] for b in raw]
+        return []
+
+    def _wordpiece_continuation(self, text: str) -> list[int]:
+        """Greedy longest-match-first with the continuation prefix: what WordPiece itself does."""
+        prefix = self.family.continuing_prefix
+        if self.family.lowercase:
+            text = text.lower()
+        ids, start = [], 0
+        while start < len(text):
+            end = len(text)
+            while end > start and f"{prefix}{text[start:end]}" not in self.vocab:
+                end -= 1
+            if end == start:
+                return []
+            ids.append(self.vocab[f"{prefix}{text[start:end]}"])
+            start = end
+        return ids
+
+
+# ------------------------------------------------------------------------------------------------
+# Alignment
+# ------------------------------------------------------------------------------------------------
+
+
+def _role_ids(tokenizer: Any) -> dict[str, int]:
+    out = {}
+    for role in SPECIAL_ROLES:
+        tid = getattr(tokenizer, f"{role}_id", None)
+        if isinstance(tid, int):
+            out[role] = tid
+    return out
+
+
+def read_mapping(target_dir: str | Path | None) -> dict[int, int] | None:
+    """``vocab_mapping.json`` ({new_id: old_id | null}) beside a tokenizer, if there is one."""
+    if target_dir is None:
+        return None
+    path = Path(target_dir) / MAPPING_FILE
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = raw.get("mapping", raw)
+    return {int(k): int(v) for k, v in raw.items() if v is not None}
+
+
+def align_vocabularies(
+    source: Any,
+    target: Any,
+    *,
+    mapping: dict[int, int] | None = None,
+    decompose: bool = True,
+) -> Alignment:
+    """Align two HF fast tokenizers; see :class:`Alignment`."""
+    src_tokens = canonical_vocab(source)
+    tgt_tokens = canonical_vocab(target)
+    n_src, n_tgt = vocab_size(source), vocab_size(target)
+    copy_from = np.full(n_tgt, -1, dtype=np.int64)
+    how = [""] * n_tgt
+
+    # Ordinary tokens by canonical form. Base-vocabulary ids win over added ones.
+    by_canon: dict[CanonicalToken, int] = {}
+    for sid, tok in enumerate(src_tokens):
+        if tok is not None and tok not in by_canon:
+            by_canon[tok] = sid
+    for tid, tok in enumerate(tgt_tokens):
+        if tok is not None and tok in by_canon:
+            copy_from[tid], how[tid] = by_canon[tok], "canonical"
+
+    # Special tokens: same content first ("<|im_start|>" is the same token in both), then role.
+    src_vocab = source.get_vocab()
+    tgt_specials = special_ids(target)
+    src_specials = special_ids(source)
+    inv_tgt = {v: k for k, v in target.get_vocab().items()}
+    for tid in tgt_specials:
+        content = inv_tgt.get(tid)
+        sid = src_vocab.get(content) if content is not None else None
+        if sid is not None and sid in src_specials:
+            copy_from[tid], how[tid] = sid, "special"
+    src_roles = _role_ids(source)
+    for role, tid in _role_ids(target).items():
+        if tid < n_tgt and copy_from[tid] < 0 and role in src_roles:
+            copy_from[tid], how[tid] = src_roles[role], "role"
+
+    if mapping:
+        for tid, sid in mapping.items():
+            if 0 <= tid < n_tgt and 0 <= sid < n_src:
+                copy_from[tid], how[tid] = sid, "mapping"
+
+    alignment = Alignment(n_src, n_tgt, copy_from, how, target_tokens=tgt_tokens, target_specials=tgt_specials)
+    if decompose:
+        new = [int(t) for t in alignment.new_ids if tgt_tokens[t] is not None]
+        encoder = RawEncoder(source)
+        for tid, ids in zip(new, encoder.encode_many([tgt_tokens[t] for t in new])):
+            alignment.decompositions[tid] = ids
+    return alignment

@@ -1,0 +1,186 @@
+"""Canonical token strings: compare tokens of different tokenizer families by what they mean.
+
+Byte-level BPE (GPT-2, Llama-3, Qwen) spells " привет" as ``Ġ`` plus bytes mapped to printable
+characters; SentencePiece (Llama-2, Mistral, Gemma) as ``▁привет`` with ``<0xNN>`` byte-fallback
+pieces; WordPiece (BERT) as ``привет`` for a word start and ``##вет`` for a continuation. Matching
+raw vocabulary strings across families silently finds almost no overlap (or a wrong one), so
+every method in vocadapt compares :class:`CanonicalToken` values instead: the UTF-8 *bytes* the
+token stands for (bytes, because a byte-level token can be half a character) and whether it
+starts a word.
+
+This is the one place that knows the families; everything else asks :func:`canonical_vocab`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+_BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+SPIECE_SPACE = "\u2581"  # ▁
+
+
+@dataclass(frozen=True)
+class CanonicalToken:
+    """What a token decodes to: ``text`` (UTF-8 bytes, word marker removed) and ``word_start``."""
+
+    text: bytes
+    word_start: bool
+
+    def surface(self) -> bytes:
+        """The bytes this token contributes to decoded text (a leading space for word starts)."""
+        return (b" " if self.word_start else b"") + self.text
+
+    def __repr__(self) -> str:  # readable in test failures: ('▁' + 'при', ...)
+        return f"Tok({'▁' if self.word_start else ''}{self.text.decode('utf-8', 'backslashreplace')})"
+
+
+@cache
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters (space -> 'Ġ', ...)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+@cache
+def unicode_to_bytes() -> dict[str, int]:
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a tokenizer spells tokens, read off its ``tokenizer.json``.
+
+    ``kind`` is one of ``byte_level`` (GPT-2 style), ``metaspace`` (SentencePiece style, ``▁``),
+    ``wordpiece`` (continuation prefix such as ``##``) or ``plain`` (no word marker known).
+    """
+
+    kind: str
+    model: str  # BPE, Unigram, WordPiece, WordLevel
+    byte_fallback: bool
+    continuing_prefix: str  # "##" for WordPiece; "" otherwise
+    lowercase: bool
+
+
+def _walk(node: Any):
+    """Yield every dict in a (nested) normalizer / pre-tokenizer / decoder description."""
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def tokenizer_json(tokenizer: Any) -> dict[str, Any]:
+    """The ``tokenizer.json`` of a fast tokenizer (HF wrapper or a ``tokenizers.Tokenizer``)."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    return json.loads(backend.to_str())
+
+
+def detect_family(tokenizer: Any) -> Family:
+    spec = tokenizer_json(tokenizer)
+    model = spec["model"]
+    parts = [spec.get("normalizer"), spec.get("pre_tokenizer"), spec.get("decoder")]
+    types = {d.get("type") for d in _walk(parts)}
+    replaces_space = any(
+        d.get("type") == "Replace" and SPIECE_SPACE in json.dumps(d, ensure_ascii=False) for d in _walk(parts)
+    )
+    lowercase = any(d.get("type") == "Lowercase" or d.get("lowercase") is True for d in _walk(spec.get("normalizer")))
+    prefix = model.get("continuing_subword_prefix") or ""
+    if "ByteLevel" in types:
+        kind = "byte_level"
+    elif "Metaspace" in types or replaces_space:
+        kind = "metaspace"
+    elif model["type"] == "WordPiece" or prefix:
+        kind = "wordpiece"
+        prefix = prefix or "##"
+    else:
+        kind = "plain"
+    return Family(kind, model["type"], bool(model.get("byte_fallback", False)), prefix, lowercase)
+
+
+def canonical_token(piece: str, family: Family) -> CanonicalToken:
+    """Canonical form of one (non-special) vocabulary string."""
+    if family.kind == "byte_level":
+        u2b = unicode_to_bytes()
+        if all(c in u2b for c in piece):
+            raw = bytes(u2b[c] for c in piece)
+        else:  # an added token written in plain text (e.g. "<|reserved|>")
+            raw = piece.encode("utf-8")
+        if raw.startswith(b" ") and len(raw) >= 1:
+            return CanonicalToken(raw[1:], True)
+        return CanonicalToken(raw, False)
+    if family.kind == "metaspace":
+        if family.byte_fallback:
+            m = _BYTE_FALLBACK.match(piece)
+            if m:
+                return CanonicalToken(bytes([int(m.group(1), 16)]), False)
+        text = piece.replace(SPIECE_SPACE, " ")
+        if text.startswith(" "):
+            return CanonicalToken(text[1:].encode("utf-8"), True)
+        return CanonicalToken(text.encode("utf-8"), False)
+    if family.kind == "wordpiece":
+        p = family.continuing_prefix
+        if p and piece.startswith(p) and len(piece) > len(p):
+            return CanonicalToken(piece[len(p):].encode("utf-8"), False)
+        return CanonicalToken(piece.encode("utf-8"), True)
+    return CanonicalToken(piece.encode("utf-8"), False)
+
+
+def vocab_size(tokenizer: Any) -> int:
+    """Number of ids the tokenizer can produce: max id + 1 (added tokens included)."""
+    vocab = tokenizer.get_vocab()
+    return (max(vocab.values()) + 1) if vocab else 0
+
+
+def special_ids(tokenizer: Any) -> set[int]:
+    """Ids of special tokens (added tokens marked special, and the HF wrapper's named ones)."""
+    ids: set[int] = set()
+    spec = tokenizer_json(tokenizer)
+    for t in spec.get("added_tokens", []):
+        if t.get("special"):
+            ids.add(int(t["id"]))
+    for tid in getattr(tokenizer, "all_special_ids", []) or []:
+        if tid is not None:
+            ids.add(int(tid))
+    return ids
+
+
+def canonical_vocab(tokenizer: Any) -> list[CanonicalToken | None]:
+    """Canonical form of every id (``None`` for special tokens and holes in the id range)."""
+    family = detect_family(tokenizer)
+    out: list[CanonicalToken | None] = [None] * vocab_size(tokenizer)
+    specials = special_ids(tokenizer)
+    for piece, tid in tokenizer.get_vocab().items():
+        # Byte-fallback pieces are bytes even where a tokenizer marks them special.
+        if tid not in specials or (family.byte_fallback and _BYTE_FALLBACK.match(piece)):
+            out[tid] = canonical_token(piece, family)
+    return out
+
+
+def render(token: CanonicalToken, family: Family) -> str:
+    """Spell a canonical token in ``family``'s vocabulary alphabet (inverse of canonical_token).
+
+    Raises ``ValueError`` when the family cannot spell it (invalid UTF-8 outside byte-level).
+    """
+    if family.kind == "byte_level":
+        b2u = bytes_to_unicode()
+        return "".join(b2u[b] for b in token.surface())
+    text = token.text.decode("utf-8")  # may raise: partial characters need byte tokens
+    if family.kind == "metaspace":
+        return (SPIECE_SPACE if token.word_start else "") + text.replace(" ", SPIECE_SPACE)
+    if family.kind == "wordpiece":
+        return text if token.word_start else family.continuing_prefix + text
+    return text

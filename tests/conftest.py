@@ -1,0 +1,47 @@
+"""Session-wide fixtures: source models of every family and target tokenizers, built once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import factories as fx
+
+# (case id, architecture, tokenizer family, tied head)
+MODEL_CASES = [
+    ("llama-bytelevel-tied", "llama", "byte_level", True),
+    ("llama-sentencepiece-untied", "llama", "sentencepiece", False),
+    ("qwen2-unigram-untied", "qwen2", "unigram", False),
+    ("gpt2-bytelevel-tied", "gpt2", "byte_level", True),
+    ("bert-wordpiece-mlm", "bert", "wordpiece", True),
+]
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("vocadapt")
+
+
+@pytest.fixture(scope="session")
+def source_models(workdir) -> dict[str, Path]:
+    """Saved tiny source models keyed by case id; tokenizers trained on mostly-English text."""
+    out = {}
+    texts = fx.corpus("en", 300) + fx.corpus("mixed", 100, seed=1)
+    for case, arch, family, tied in MODEL_CASES:
+        tok = fx.TOKENIZERS[family](texts)
+        model = fx.tiny_model(arch, len(tok), tied)
+        out[case] = fx.save_model(model, tok, workdir / "src" / case)
+    return out
+
+
+@pytest.fixture(scope="session")
+def target_tokenizers(workdir) -> dict[str, Path]:
+    """Russian-heavy target tokenizers of every family, saved as directories."""
+    out = {}
+    texts = fx.corpus("ru", 300, seed=2) + fx.corpus("mixed", 100, seed=3)
+    for family, build in fx.TOKENIZERS.items():
+        path = workdir / "tgt" / family
+        build(texts).save_pretrained(path)
+        out[family] = path
+    return out
