@@ -65,7 +65,9 @@ def collect(dirs: list[str | Path]) -> tuple[list[dict], dict[str, list[dict]]]:
             res = prov.get("results", {})
             metrics = {k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             for k, v in (res.get("counts") or {}).items():
-                metrics[f"init.{k}"] = v
+                # counts are flat ({copied, computed, fallback}) or per matrix ({input: {...}}).
+                for k2, v2 in (v.items() if isinstance(v, dict) else [(None, v)]):
+                    metrics[f"init.{k}" + (f".{k2}" if k2 else "")] = v2
             rows.append({"run": d.name, "kind": prov.get("step", "?"),
                          "method": (prov.get("config") or {}).get("method", ""), "metrics": metrics})
             found = True
