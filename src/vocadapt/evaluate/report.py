@@ -154,7 +154,7 @@ def _plots(rows: list[dict], logs: dict[str, list[dict]], folder: Path) -> list[
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1150px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0 20px}th,td{border:1px solid #ccc;padding:4px 8px}
-th{background:#f1f3f6;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f1f3f6;text-align:left;max-width:110px}.wide{overflow-x:auto}td.n{text-align:right;font-variant-numeric:tabular-nums}
 td.best{font-weight:bold;background:#e8f4ea}figure{display:inline-block;margin:8px}figcaption{font-size:12px;color:#555}
 .note{font-size:12px;color:#555}"""
 
@@ -190,7 +190,8 @@ def _header(c: str) -> str:
 
 def _html(title, rows, cols, best, images) -> str:
     e = html.escape
-    head = "".join(f"<th>{e(_header(c))}</th>" for c in cols)
+    # Break long metric names only after '.' and '_', so headers wrap at word-like points.
+    head = "".join(f"<th>{e(_header(c)).replace('.', '.<wbr>').replace('_', '_<wbr>')}</th>" for c in cols)
     body = []
     for r in rows:
         cells = []
@@ -203,8 +204,8 @@ def _html(title, rows, cols, best, images) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title><style>{_CSS}</style></head>
 <body><h1>{e(title)}</h1>
 <h2>Runs × metrics</h2>
-<table><tr><th>run</th><th>step</th><th>method</th>{head}</tr>
-{''.join(body)}</table>
+<div class="wide"><table><tr><th>run</th><th>step</th><th>method</th>{head}</tr>
+{''.join(body)}</table></div>
 <p class="note">↓ lower is better, ↑ higher is better; best value per column in bold. bits_per_byte is the
 held-out negative log-likelihood in bits per UTF-8 byte (comparable across tokenizers); score is the plain
 mean over task datasets (copy, choice, summary), as in Darumeru.</p>
