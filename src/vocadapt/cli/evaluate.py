@@ -1,9 +1,87 @@
-"""``vocadapt evaluate`` subcommands (being written)."""
+"""``vocadapt eval`` and ``vocadapt report``: parse, call one public function, print a table."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("eval")(eval_cmd)
+    app.command("report")(report_cmd)
+
+
+def eval_cmd(
+    model_dirs: list[Path] = typer.Argument(..., help="Hugging Face model directories to evaluate."),
+    text: list[Path] = typer.Option(None, "--text", help="Held-out text: files, dirs, .gz, JSONL (repeatable)."),
+    tasks: str = typer.Option("bpb,copy,choice,speed", help="Comma-separated: bpb, copy, choice, summary, speed."),
+    data: Path = typer.Option(None, "--data", help="Folder with task files choice*.jsonl, summary*.jsonl, ..."),
+    out: Path = typer.Option(..., "--out", help="Output folder for results."),
+    max_docs: int = typer.Option(None, help="Use only the first N held-out documents."),
+    max_length: int = typer.Option(1024, help="Tokens per scoring window."),
+    batch_size: int = typer.Option(8, help="Windows per forward pass."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    n_choice: int = typer.Option(40, help="Items of the built-in completion choice set."),
+    copy_sentences: int = typer.Option(16, help="Sentences for the copy task."),
+    copy_paragraphs: int = typer.Option(4, help="Paragraphs for the copy task."),
+    speed_tokens: int = typer.Option(64, help="New tokens per speed prompt."),
+    lemmatize: bool = typer.Option(False, help="ROUGE on pymorphy3 lemmas (Russian)."),
+    lm_eval: str = typer.Option(None, "--lm-eval", help="Run these lm-evaluation-harness tasks instead."),
+    limit: int = typer.Option(None, help="With --lm-eval: items per task."),
+) -> None:
+    """Score models: bits per byte, copy, multiple choice, summaries, speed."""
+    from rich.console import Console
+
+    from vocadapt.errors import VocadaptError
+
+    console = Console()
+    if lm_eval:
+        from vocadapt.evaluate.lm_eval import run_lm_eval
+
+        for d in model_dirs:
+            res = run_lm_eval(d, [t for t in lm_eval.split(",") if t], out, batch_size=batch_size, limit=limit,
+                              dtype=dtype)
+            for task, metrics in res.items():
+                console.print(f"{d.name} {task}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+        return
+    from vocadapt.corpus import read_texts
+    from vocadapt.evaluate.runner import EvalConfig, columns, evaluate, fmt
+
+    texts = read_texts(text) if text else []
+    if not texts and any(t in tasks for t in ("bpb", "copy", "speed")) and not data:
+        raise VocadaptError("give held-out text with --text")
+    cfg = EvalConfig(max_length=max_length, batch_size=batch_size, dtype=dtype, max_docs=max_docs,
+                     n_copy_sentences=copy_sentences, n_copy_paragraphs=copy_paragraphs, n_choice=n_choice,
+                     lemmatize=lemmatize, speed_new_tokens=speed_tokens)
+    summary = evaluate(model_dirs, texts, tasks.split(","), data, out, cfg, text_paths=text or [],
+                       on_model_done=lambda n, r: console.print(f"[green]done[/] {n} in {r['seconds']} s"))
+    _print_table(console, summary["models"], columns, fmt)
+    console.print(f"results in {out}/ (summary.json, summary.md)")
+
+
+def report_cmd(
+    dirs: list[Path] = typer.Argument(..., help="Eval, init or training output folders."),
+    out: Path = typer.Option(Path("report.html"), "--out", help="report.html or report.md (PNG plots beside it)."),
+    title: str = typer.Option("vocadapt report", help="Page title."),
+) -> None:
+    """One page that puts runs side by side: metrics table, loss / bpb curves, characters per token."""
+    from rich.console import Console
+
+    from vocadapt.evaluate.report import build_report
+
+    page = build_report(dirs, out, title=title)
+    Console().print(f"wrote {page.path} ({len(page.images)} plots, {len(page.rows)} rows)")
+
+
+def _print_table(console, rows, columns, fmt) -> None:
+    from rich.table import Table
+
+    cols = columns(rows)
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("model")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for r in rows:
+        table.add_row(r["model"], *[fmt(r["metrics"].get(c)) for c in cols])
+    console.print(table)
