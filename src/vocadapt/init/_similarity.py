@@ -116,14 +116,14 @@ def topk_softmax(
     return torch.cat(out_i), torch.cat(out_w)
 
 
-def sparse_combine(source: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, block: int = 4096) -> torch.Tensor:
-    """out[i] = sum_j weights[i, j] * source[index[i, j]] in float32, in blocks of rows."""
-    n, d = index.shape[0], source.shape[1]
-    out = torch.zeros(n, d, dtype=torch.float32)
-    for s in range(0, n, block):
-        ix, w = index[s : s + block], weights[s : s + block].float()
-        out[s : s + block] = torch.einsum("bk,bkd->bd", w, source[ix].float())
-    return out
+def sparse_combine(source: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """out[i] = sum_j weights[i, j] * source[index[i, j]] in float32, skipping zero weights
+    (sparsemax leaves most of the top-k at zero)."""
+    from vocadapt.init.context import weighted_row_sums
+
+    nz = weights != 0
+    rows = torch.nonzero(nz, as_tuple=True)[0]
+    return weighted_row_sums(source, rows, index[nz], weights[nz], index.shape[0])
 
 
 # ------------------------------------------------------------------------------------------------

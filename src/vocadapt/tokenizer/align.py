@@ -101,7 +101,7 @@ class RawEncoder:
     def __init__(self, tokenizer: Any):
         from tokenizers import Tokenizer
 
-        spec = tokenizer_json(tokenizer)
+        spec = dict(tokenizer_json(tokenizer))  # top-level copy: the parsed JSON is shared
         spec["post_processor"] = None
         spec["normalizer"] = _strip_prefixing(spec.get("normalizer"))
         spec["pre_tokenizer"] = _strip_prefixing(spec.get("pre_tokenizer"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -88,7 +88,14 @@ def tokenizer_json(tokenizer: Any) -> dict[str, Any]:
     if isinstance(tokenizer, dict):
         return tokenizer
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-    return json.loads(backend.to_str())
+    return _parse(backend.to_str())
+
+
+@lru_cache(maxsize=8)
+def _parse(text: str) -> dict[str, Any]:
+    """Parsed ``tokenizer.json``, cached by content: alignment reads the same 3-10 MB JSON a
+    dozen times. Callers must not mutate the result (copy the top level, as RawEncoder does)."""
+    return json.loads(text)
 
 
 def get_vocab(tokenizer: Any) -> dict[str, int]:
