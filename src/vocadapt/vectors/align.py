@@ -134,3 +134,11 @@ def align_vectors(
     w, report = fit_alignment(src, tgt, pairs, normalize=normalize)
     mapped = WordVectors(src.words, src.matrix @ w, src.counts, f"{src.source} aligned to {tgt.source}")
     return mapped, report
+
+
+def multilingual(mapped: WordVectors, target: WordVectors, source_lang: str = "eng", target_lang: str = "rus") -> WordVectors:
+    """One space holding both vocabularies with ``lang:word`` keys (what OFA expects)."""
+    return WordVectors(
+        [f"{source_lang}:{w}" for w in mapped.words] + [f"{target_lang}:{w}" for w in target.words],
+        np.concatenate([mapped.matrix, target.matrix]).astype(np.float32),
+    )
