@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= out/demo
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-tokenizer bench-quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,15 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not real"
 
+# Benchmarks print tables (see benchmarks/*.py for what each measures).
 bench: install
 	$(BIN)/python benchmarks/init_memory.py
+
+bench-tokenizer: install
+	$(BIN)/python benchmarks/tokenizer_stats.py
+
+bench-quality: install
+	$(BIN)/python benchmarks/init_quality.py
 
 clean:
 	rm -rf $(VENV) out

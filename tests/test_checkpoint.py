@@ -115,3 +115,18 @@ def test_chat_template_carried_over(tmp_path, source_models, target_tokenizers):
     init_embeddings(source_models["llama-bytelevel-tied"], target_tokenizers["sentencepiece"], out, "mean")
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.chat_template and "<|im_start|>" in tok.chat_template
+
+
+def test_mean_fallback_fills_rows_without_signal_with_the_fvt_mean(tmp_path, source_models, target_tokenizers):
+    """`random` gives no signal for any row, so with fallback=mean it must equal `mean`."""
+    src, tgt = source_models["llama-sentencepiece-untied"], target_tokenizers["byte_level"]
+    rep = init_embeddings(src, tgt, tmp_path / "rnd-mean", "random", fallback="mean")
+    init_embeddings(src, tgt, tmp_path / "mean", "mean")
+    a, b = load_file(tmp_path / "rnd-mean" / "model.safetensors"), load_file(tmp_path / "mean" / "model.safetensors")
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert torch.equal(a[name], b[name])
+    c = rep.counts["input"]
+    assert c["computed"] == 0 and c["fallback_mean"] > 0
+    assert c["copied"] + c["fallback_mean"] + c["fallback"] + c["padding"] == rep.target_rows
+    with pytest.raises(VocadaptError, match="fallback must be one of random, mean"):
+        init_embeddings(src, tgt, tmp_path / "bad", "mean", fallback="zeros")

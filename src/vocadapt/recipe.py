@@ -14,6 +14,8 @@ tokenizer, which init methods to run (each with its options), and what to evalua
       - method: mean
       - method: focus
         aux_corpus: ["${assets.russian_text}/train.txt"]
+        fallback: mean            # rows FOCUS cannot place get the FVT mean, not noise
+        name: focus-meanfb        # output folder name when a method is used twice
     eval: {tasks: [bpb], max_docs: 300}
     report: true
 
@@ -123,22 +125,32 @@ def demo_recipe_path() -> Path:
 
 
 def _build_tokenizer(r: Recipe, dest: Path) -> Path:
+    """Build the target tokenizer from ``r.tokenizer``: its keys are the mode's config fields."""
+    import dataclasses
+
+    from vocadapt import tokenizer as T
+
     spec = dict(r.tokenizer)
     mode = spec.pop("mode", "train")
     if mode == "path":
         return Path(spec["path"])
+    builders = {
+        "train": (T.TrainConfig, lambda cfg: T.train_tokenizer(r.corpus, out=dest, config=cfg)),
+        "extend": (T.ExtendConfig, lambda cfg: T.extend_tokenizer(r.source_model, r.corpus, out=dest, config=cfg)),
+        "optimize": (T.OptimizeConfig, lambda cfg: T.optimize_tokenizer(r.source_model, r.corpus, out=dest, config=cfg)),
+    }
+    if mode not in builders:
+        raise VocadaptError(f"tokenizer mode must be train, extend, optimize or path, not {mode!r}{did_you_mean(mode, builders)}")
+    config_cls, build = builders[mode]
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    for key in spec:
+        if key not in fields:
+            raise VocadaptError(f"tokenizer ({mode}): unknown option {key!r}{did_you_mean(key, fields)}")
+    if mode == "train":
+        spec.setdefault("like", r.source_model)
     if dest.exists():
         return dest
-    from vocadapt import tokenizer as T
-
-    if mode == "train":
-        T.train_tokenizer(r.corpus, spec.pop("kind", "bpe"), int(spec.pop("vocab_size", 16000)), like=r.source_model, out=dest, **spec)
-    elif mode == "extend":
-        T.extend_tokenizer(r.source_model, r.corpus, int(spec.pop("add")), out=dest, **spec)
-    elif mode == "optimize":
-        T.optimize_tokenizer(r.source_model, r.corpus, int(spec.pop("keep")), int(spec.pop("add")), out=dest, **spec)
-    else:
-        raise VocadaptError(f"tokenizer mode must be train, extend, optimize or path, not {mode!r}")
+    build(config_cls(**spec))
     return dest
 
 
@@ -152,8 +164,10 @@ def run_recipe(r: Recipe, *, echo=print) -> dict[str, Any]:
     source = resolve_model_dir(r.source_model)
     (r.out / "recipe.resolved.json").write_text(json.dumps(r.__dict__, default=str, indent=2, ensure_ascii=False), encoding="utf-8")
     for step in r.init:  # validate every method and option before hours of work
-        opts = {k: v for k, v in step.items() if k not in ("method", "name")}
+        opts = {k: v for k, v in step.items() if k not in ("method", "name", "fallback")}
         get_method(step["method"]).make_config(opts)
+        if step.get("fallback", "random") not in ("random", "mean"):
+            raise VocadaptError(f"init step {step['method']!r}: fallback must be random or mean, not {step['fallback']!r}")
 
     echo(f"[1/4] tokenizer ({r.tokenizer.get('mode', 'train')})")
     tok_dir = _build_tokenizer(r, r.out / "tokenizer")
@@ -162,10 +176,12 @@ def run_recipe(r: Recipe, *, echo=print) -> dict[str, Any]:
     for k, step in enumerate(r.init, 1):
         name = step.get("name", step["method"])
         dest = r.out / "models" / name
-        opts = {key: v for key, v in step.items() if key not in ("method", "name")}
+        opts = {key: v for key, v in step.items() if key not in ("method", "name", "fallback")}
         echo(f"[2/4] init {k}/{len(r.init)}: {name}")
         if not dest.exists():
-            init_embeddings(source, tok_dir, dest, step["method"], seed=r.seed, options=opts)
+            init_embeddings(
+                source, tok_dir, dest, step["method"], seed=r.seed, options=opts, fallback=step.get("fallback", "random"),
+            )
         models.append((name, dest))
 
     echo("[3/4] evaluate")

@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of every random draw (local generators only)."),
         pad_to: int = typer.Option(None, "--pad-to", help="Pad the vocabulary to a multiple of this (e.g. 64)."),
         overwrite: bool = typer.Option(False, help="Replace an existing non-empty OUT_DIR."),
+        fallback: str = typer.Option("random", help="Rows a method has no signal for: random, or mean (FVT mean of the decomposition)."),
     ) -> None:
         """Give SOURCE_MODEL the TARGET_TOKENIZER and initialize the new embedding rows.
 
@@ -36,13 +37,15 @@ def register(app: typer.Typer) -> None:
         options = parse_options(list(ctx.args), spec.config, method)
         report = init_embeddings(
             source_model, target_tokenizer, out_dir, method,
-            seed=seed, pad_to_multiple_of=pad_to, overwrite=overwrite, options=options,
+            seed=seed, pad_to_multiple_of=pad_to, overwrite=overwrite, options=options, fallback=fallback,
         )
         table = Table(title=f"{method}: {report.source_rows} -> {report.target_rows} rows ({report.seconds:.1f} s)")
-        for col in ("matrix", "copied", "computed", "fallback", "padding"):
-            table.add_column(col, justify="right" if col != "matrix" else "left")
+        cols = ("copied", "computed", "fallback_mean", "fallback", "padding")
+        table.add_column("matrix")
+        for col in cols:
+            table.add_column(col.replace("_", " "), justify="right")
         for matrix, c in report.counts.items():
-            table.add_row(matrix, *(str(c[k]) for k in ("copied", "computed", "fallback", "padding")))
+            table.add_row(matrix, *(str(c[k]) for k in cols))
         Console().print(table)
         typer.echo(f"wrote {report.out_dir}")
 

@@ -28,6 +28,9 @@ from vocadapt.tokenizer.align import align_vocabularies, read_mapping
 from vocadapt.tokenizer.canonical import vocab_size
 
 
+FALLBACKS = ("random", "mean")
+
+
 @dataclass
 class InitReport:
     """What ``init_embeddings`` did: where, how many rows of each kind, per matrix."""
@@ -97,8 +100,13 @@ def _assemble(
     rows: Rows,
     n_rows: int,
     fallback_salt: str,
+    fallback: str = "random",
 ) -> tuple[torch.Tensor, dict[str, int]]:
-    """Build the target matrix (n_rows x d, source dtype) from copies, method rows, fallback."""
+    """Build the target matrix (n_rows x d, source dtype) from copies, method rows, fallback.
+
+    Rows without signal get ``fallback``: "random" (seeded N(mean, std), as the papers do) or
+    "mean" (the FVT mean of the token's decomposition where it has one, random otherwise).
+    """
     a = ctx.alignment
     new_ids = torch.as_tensor(a.new_ids, dtype=torch.long)
     if rows.values.shape != (len(new_ids), source.shape[1]):
@@ -108,9 +116,17 @@ def _assemble(
     # A method may produce a non-finite row on degenerate input; treat it as "no signal".
     for start in range(0, len(ok), BLOCK_ROWS):
         ok[start : start + BLOCK_ROWS] &= torch.isfinite(values[start : start + BLOCK_ROWS]).all(1)
-    n_fallback = int((~ok).sum())
+    missing = torch.nonzero(~ok).flatten()
+    n_mean = 0
+    if fallback == "mean" and len(missing):
+        decompositions = ctx.decompositions
+        mean_rows = combine_rows(source, [decompositions[int(i)] for i in missing])
+        values[missing[mean_rows.ok]] = mean_rows.values[mean_rows.ok]
+        n_mean = int(mean_rows.ok.sum())
+        missing = missing[~mean_rows.ok]
+    n_fallback = len(missing)
     if n_fallback:
-        values[~ok] = random_rows(source, n_fallback, ctx.generator(fallback_salt))
+        values[missing] = random_rows(source, n_fallback, ctx.generator(fallback_salt))
     out = torch.empty(n_rows, source.shape[1], dtype=source.dtype)
     copied = torch.as_tensor(a.copied_ids, dtype=torch.long)
     copied_from = torch.as_tensor(a.copy_from[a.copied_ids], dtype=torch.long)
@@ -122,7 +138,10 @@ def _assemble(
     if n_rows > a.target_size:  # padding rows: never produced by the tokenizer; mean keeps them harmless
         mean, _ = column_stats(source)
         out[a.target_size :] = mean.to(source.dtype)
-    counts = {"copied": len(copied), "computed": int(ok.sum()), "fallback": n_fallback, "padding": n_rows - a.target_size}
+    counts = {
+        "copied": len(copied), "computed": int(ok.sum()), "fallback_mean": n_mean, "fallback": n_fallback,
+        "padding": n_rows - a.target_size,
+    }
     return out, counts
 
 
@@ -136,14 +155,18 @@ def init_embeddings(
     pad_to_multiple_of: int | None = None,
     overwrite: bool = False,
     options: dict[str, Any] | None = None,
-    progress: bool = False,
+    fallback: str = "random",
 ) -> InitReport:
     """Write ``out_dir``: ``source_model`` with ``target_tokenizer`` and initialized new rows.
 
     ``source_model`` is an HF model directory (safetensors) or a ``.gguf`` file; ``target_tokenizer``
     a tokenizer directory or ``tokenizer.json``; ``method`` a registered init method (see
-    ``vocadapt methods``) with its ``options``. The output loads with ``from_pretrained``.
+    ``vocadapt methods``) with its ``options``. ``fallback`` fills rows the method has no signal
+    for: "random" (the papers' choice) or "mean" (FVT mean of the decomposition, else random).
+    The output loads with ``from_pretrained``.
     """
+    if fallback not in FALLBACKS:
+        raise VocadaptError(f"fallback must be one of {', '.join(FALLBACKS)}, not {fallback!r}")
     started = time.perf_counter()
     spec = get_method(method)
     config = spec.make_config(options)
@@ -178,7 +201,7 @@ def init_embeddings(
 
     staging = make_staging_dir(Path(out_dir), overwrite=overwrite)
     try:
-        replacements, counts = _new_vocab_tensors(ckpt, ctx, spec, config, n_src, n_rows, staging)
+        replacements, counts = _new_vocab_tensors(ckpt, ctx, spec, config, n_src, n_rows, staging, fallback)
         write_checkpoint(ckpt, staging, replacements, config_updates)
         for spill in staging.glob(".spill-*.safetensors"):
             spill.unlink()
@@ -195,7 +218,7 @@ def init_embeddings(
         write_provenance(
             staging,
             "init",
-            {"method": method, "options": config, "seed": seed, "pad_to_multiple_of": pad_to_multiple_of},
+            {"method": method, "options": config, "seed": seed, "pad_to_multiple_of": pad_to_multiple_of, "fallback": fallback},
             inputs={"source_model": ckpt.path, "target_tokenizer": target_tokenizer},
             results={"counts": counts, "alignment": report.alignment, "seconds": report.seconds, "tied": ckpt.vocab.tied},
         )
@@ -209,7 +232,7 @@ def init_embeddings(
 
 
 def _new_vocab_tensors(
-    ckpt: Checkpoint, ctx: InitContext, spec: Any, config: Any, n_src: int, n_rows: int, staging: Path
+    ckpt: Checkpoint, ctx: InitContext, spec: Any, config: Any, n_src: int, n_rows: int, staging: Path, fallback: str
 ) -> tuple[dict[str, TensorInfo], dict[str, dict[str, int]]]:
     """Compute every vocabulary tensor, one matrix at a time, spilling each finished one to disk.
 
@@ -235,7 +258,7 @@ def _new_vocab_tensors(
         _check_finite(source, name)
         ctx.matrix = matrix
         rows = spec.fn(ctx, source, config)
-        new, counts[matrix] = _assemble(source, ctx, rows, n_rows, f"fallback/{matrix}")
+        new, counts[matrix] = _assemble(source, ctx, rows, n_rows, f"fallback/{matrix}", fallback)
         del source, rows
         spill(name, new)
         del new
