@@ -126,7 +126,7 @@ def prepare(work: Path, target: str) -> dict[str, str]:
     return inp
 
 
-def run(side: str, method: str, args, inp, ref_path: str | None) -> tuple[dict, "np.ndarray"]:
+def run(side: str, method: str, args, inp, ref_path: str | None) -> tuple[dict, object]:
     import numpy as np
 
     out = str(Path(args.workdir) / f"{method}-{side}")
@@ -158,7 +158,7 @@ def main() -> None:
 
     args.model = args.model or str(assets.smollm2())
     inp = prepare(Path(args.workdir), args.target_tokenizer)
-    print(f"| method | side | seconds | peak RSS (MB) | rows compared | mean cosine | rows within 1e-4 |")
+    print("| method | side | seconds | peak RSS (MB) | rows compared | mean cosine | rows within 1e-4 |")
     print("|---|---|---|---|---|---|---|")
     for method in args.methods:
         ours_m, ours = run("ours", method, args, inp, None)

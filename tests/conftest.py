@@ -10,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 import factories as fx
+from _evaltiny import tiny, tiny_dir, tiny_dir_b  # noqa: F401  (fixtures shared by the eval tests)
 
 # CI runs the same examples every time: a property failure there is reproducible, not luck.
 settings.register_profile("ci", derandomize=True, deadline=None)

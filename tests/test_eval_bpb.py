@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _evaltiny import make_model, make_tokenizer, tiny, tiny_dir  # noqa: F401 (fixtures)
+from _evaltiny import make_model, make_tokenizer
+
 from vocadapt.errors import VocadaptError
 from vocadapt.evaluate.bpb import bits_per_byte, encode_document, load_model, rolling_windows
 

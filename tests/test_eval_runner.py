@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from _evaltiny import tiny_dir, tiny_dir_b  # noqa: F401 (fixtures)
 from test_eval_tasks import FORTUNES
 from vocadapt.cli import main
 from vocadapt.errors import VocadaptError

@@ -7,7 +7,6 @@ import math
 
 import pytest
 
-from _evaltiny import tiny, tiny_dir  # noqa: F401 (fixtures)
 from vocadapt.errors import VocadaptError
 from vocadapt.evaluate import choice as choice_mod
 from vocadapt.evaluate.copy_task import build_copy_items, char_match, paragraph_score, sentence_score

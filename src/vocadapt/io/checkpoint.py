@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -165,24 +164,6 @@ def _converted_gguf(gguf_file: Path) -> Path:
 
     key = file_sha256(gguf_file, limit=16 << 20)[:16]
     return convert_gguf(gguf_file, cache_dir() / "converted" / f"{gguf_file.stem}-{key}")
-
-
-def make_staging_dir(out_dir: Path, overwrite: bool = False) -> Path:
-    """Check ``out_dir`` and return a temporary sibling to write into (see :func:`commit_dir`)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise VocadaptError(f"output directory exists and is not empty: {out_dir} (use --overwrite)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-
-
-def commit_dir(tmp: Path, out_dir: Path) -> Path:
-    """Move a finished staging directory into place (replacing an old ``out_dir``)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return out_dir
 
 
 def write_checkpoint(

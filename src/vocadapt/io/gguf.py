@@ -7,11 +7,10 @@ that still says "gguf" makes ``from_pretrained`` look for the GGUF file again.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from vocadapt.errors import VocadaptError
+from vocadapt.io.atomic import atomic_dir
 
 
 def convert_gguf(gguf_file: Path, dest: Path, dtype: str = "bfloat16") -> Path:
@@ -30,9 +29,7 @@ def convert_gguf(gguf_file: Path, dest: Path, dtype: str = "bfloat16") -> Path:
         raise VocadaptError(f"reading GGUF needs the 'gguf' extra: pip install 'vocadapt[gguf]' ({e.name} missing)") from None
 
     folder, name = str(gguf_file.parent), gguf_file.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_dir(dest) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
         config = AutoConfig.from_pretrained(folder, gguf_file=name)
@@ -45,8 +42,4 @@ def convert_gguf(gguf_file: Path, dest: Path, dtype: str = "bfloat16") -> Path:
         model.tie_weights()
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vocadapt.errors import VocadaptError
+from vocadapt.io.atomic import atomic_dir
 
 VOCAB_MAPPING_FILE = "vocab_mapping.json"
 
@@ -246,8 +245,6 @@ def save_tokenizer_dir(
     from vocadapt.provenance import write_provenance
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise VocadaptError(f"output directory {out} exists and is not empty (pass --overwrite to replace it)")
     tok = build_tokenizer(tj)
     vocab_before = tok.get_vocab_size(with_added_tokens=True)
     kwargs = {k: v for k, v in hf_kwargs.items() if k != "additional_special_tokens"}
@@ -260,9 +257,7 @@ def save_tokenizer_dir(
         kwargs["additional_special_tokens"] = extra
     # Decoding must give back the exact text; the legacy clean-up would eat spaces before '.'.
     kwargs["clean_up_tokenization_spaces"] = False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         hf = PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
         hf.save_pretrained(tmp)
         if vocab_mapping is not None:
@@ -273,11 +268,5 @@ def save_tokenizer_dir(
                 f"saved tokenizer has {len(reloaded)} tokens, expected {vocab_before} (a special token was added twice?)"
             )
         write_provenance(tmp, step, config, inputs=inputs, results=results)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 

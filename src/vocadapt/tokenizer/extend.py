@@ -37,6 +37,7 @@ from typing import Any
 
 from vocadapt.corpus import CorpusStats, iter_texts, read_texts
 from vocadapt.errors import VocadaptError
+from vocadapt.io.atomic import check_output_dir
 from vocadapt.tokenizer import _common as C
 
 MERGE_ORDERS = ("needed-first", "new-first", "old-first")
@@ -235,6 +236,8 @@ def extend_tokenizer(
     ``check_text``: files of text the source handled well (English, code); the summary reports
     how much longer (in tokens, %) they get. Returns a summary dict including ``tokenizer_json``.
     """
+    if out is not None:
+        check_output_dir(out, overwrite)  # before minutes of training, not after
     cfg = config or ExtendConfig(add=add)
     corpus = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
     src = C.load_source(source)

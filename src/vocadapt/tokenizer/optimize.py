@@ -23,6 +23,7 @@ from typing import Any
 
 from vocadapt.corpus import CorpusStats, iter_texts
 from vocadapt.errors import VocadaptError
+from vocadapt.io.atomic import check_output_dir
 from vocadapt.tokenizer import _common as C
 from vocadapt.tokenizer.extend import ExtendConfig, extend_json, length_change
 
@@ -123,6 +124,8 @@ def optimize_tokenizer(
 
     Returns a summary dict (counts, ``new_to_old`` mapping, ``tokenizer_json``); saves to ``out``.
     """
+    if out is not None:
+        check_output_dir(out, overwrite)  # before minutes of training, not after
     cfg = config or OptimizeConfig(keep=keep, add=add)
     corpus = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
     src = C.load_source(source)

@@ -19,6 +19,7 @@ from typing import Any
 
 from vocadapt.corpus import CorpusStats, iter_texts
 from vocadapt.errors import VocadaptError
+from vocadapt.io.atomic import check_output_dir
 from vocadapt.tokenizer import _common as C
 
 KINDS = ("bpe", "unigram")
@@ -113,6 +114,8 @@ def train_tokenizer(
     """
     from tokenizers import pre_tokenizers, trainers
 
+    if out is not None:
+        check_output_dir(out, overwrite)  # before minutes of training, not after
     cfg = config or TrainConfig(kind=kind, vocab_size=vocab_size, like=str(like) if like else None)
     if cfg.kind not in KINDS:
         from vocadapt.errors import did_you_mean
@@ -142,7 +145,7 @@ def train_tokenizer(
     if cfg.vocab_size < floor:
         raise VocadaptError(
             f"--vocab-size {cfg.vocab_size} is smaller than the alphabet + specials ({len(specials)} specials"
-            + (f" + 256 bytes" if n_bytes else "") + f" + characters >= {floor})"
+            + (" + 256 bytes" if n_bytes else "") + f" + characters >= {floor})"
         )
 
     unk = base["model"].get("unk_token") or (hf_kwargs.get("unk_token") if not bytelevel else None)
