@@ -226,7 +226,7 @@ def check_signal(method: str, n_new: int, ok: torch.Tensor, why: str, suggestion
         raise VocadaptError(f"{method}: none of the {n_new} new tokens has a signal ({why}); try --method {suggestion}")
     if n_new and got < n_new / 2:
         warnings.warn(
-            f"{method}: {n_new - got} of {n_new} new tokens have no signal ({why}) and get the random fallback",
+            f"{method}: {n_new - got} of {n_new} new tokens have no signal ({why}) and get the fallback (random noise, or the FVT mean with --fallback mean)",
             stacklevel=3,
         )
     log.info("%s: %d of %d new tokens computed, %d fallback", method, got, n_new, n_new - got)
