@@ -29,6 +29,7 @@ def eval_cmd(
     lemmatize: bool = typer.Option(False, help="ROUGE on pymorphy3 lemmas (Russian)."),
     lm_eval: str = typer.Option(None, "--lm-eval", help="Run these lm-evaluation-harness tasks instead."),
     limit: int = typer.Option(None, help="With --lm-eval: items per task."),
+    lm_eval_tasks: Path = typer.Option(None, "--lm-eval-tasks", help="With --lm-eval: a folder of task YAMLs of your own (local data, no hub)."),
 ) -> None:
     """Score models: bits per byte, copy, multiple choice, summaries, speed."""
     from rich.console import Console
@@ -41,7 +42,7 @@ def eval_cmd(
 
         for d in model_dirs:
             res = run_lm_eval(d, [t for t in lm_eval.split(",") if t], out, batch_size=batch_size, limit=limit,
-                              dtype=dtype)
+                              dtype=dtype, include_path=lm_eval_tasks)
             for task, metrics in res.items():
                 console.print(f"{d.name} {task}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
         return

@@ -14,9 +14,15 @@ from vocadapt.errors import VocadaptError
 
 
 def run_lm_eval(model_dir: str | Path, tasks: list[str], out: str | Path, *, batch_size: int = 8,
-                limit: int | None = None, dtype: str = "float32", device: str = "cpu") -> dict:
+                limit: int | None = None, dtype: str = "float32", device: str = "cpu",
+                include_path: str | Path | None = None) -> dict:
     """Run lm-eval ``tasks`` on ``model_dir``; writes ``out/<model>/lm_eval.json``, returns its
-    ``results`` mapping {task: {metric: value}}."""
+    ``results`` mapping {task: {metric: value}}.
+
+    ``include_path`` is a folder of task YAMLs of one's own: with ``dataset_path: json`` and local
+    ``data_files`` they run without any hub (see ``docs/tasks.md``). The harness's built-in tasks
+    download their datasets from the Hugging Face hub, so they need one.
+    """
     try:
         import lm_eval
         from lm_eval.tasks import TaskManager
@@ -25,7 +31,9 @@ def run_lm_eval(model_dir: str | Path, tasks: list[str], out: str | Path, *, bat
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise VocadaptError(f"model directory not found: {model_dir}")
-    manager = TaskManager()
+    if include_path is not None and not Path(include_path).is_dir():
+        raise VocadaptError(f"lm-eval task folder not found: {include_path}")
+    manager = TaskManager(include_path=str(include_path)) if include_path else TaskManager()
     known = set(manager.all_tasks)
     for t in tasks:
         if t not in known:
