@@ -89,3 +89,59 @@ def describe(config_cls: type) -> list[tuple[str, str, str]]:
         )
         rows.append((f"--{f.name.replace('_', '-')}", repr(default), f.metadata.get("help", "")))
     return rows
+
+
+def with_config(config_cls: type, *, exclude: tuple[str, ...] = (), required: tuple[str, ...] = ()):
+    """Give a typer command one ``--option`` per field of ``config_cls`` and pass it ``config=``.
+
+    Defaults and help text stay in the dataclass, the one place they are written; the command
+    declares only its own arguments (paths, output) plus a ``config`` parameter. ``required``
+    fields become mandatory options; ``exclude``d fields keep their dataclass defaults.
+    """
+    import functools
+    import inspect
+
+    import typer
+
+    hints = typing.get_type_hints(config_cls)
+
+    def decorate(fn):
+        sig = inspect.signature(fn)
+        # typer resolves annotations in the *wrapper's* module; give it concrete types instead of
+        # the command's (possibly postponed, string) annotations.
+        own = [
+            p.replace(annotation=eval(p.annotation, fn.__globals__) if isinstance(p.annotation, str) else p.annotation)  # noqa: S307
+            for p in sig.parameters.values()
+            if p.name != "config"
+        ]
+        added = []
+        names = []
+        for f in dataclasses.fields(config_cls):
+            if f.name in exclude:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if f.name in required:
+                default = ...
+            elif f.default is not dataclasses.MISSING:
+                default = f.default
+            else:
+                default = f.default_factory()  # type: ignore[misc]
+            decls = [f"{flag}/--no-{flag[2:]}"] if hints[f.name] is bool else [flag]
+            option = typer.Option(default, *decls, help=f.metadata.get("help", ""))
+            added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name]))
+            names.append(f.name)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            values = {n: kwargs.pop(n) for n in names if n in kwargs}
+            try:
+                config = config_cls(**values)
+            except (TypeError, ValueError) as e:
+                raise VocadaptError(str(e)) from None
+            return fn(*args, config=config, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + added, return_annotation=None)
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + added}
+        return wrapper
+
+    return decorate

@@ -7,9 +7,6 @@ from typing import Optional
 
 import typer
 
-_ERRORS_HELP = "non-UTF-8 lines: 'fail' (report file and byte offset) or 'skip' (drop and count)"
-
-
 def _print_summary(title: str, summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -32,63 +29,53 @@ def register(app: typer.Typer) -> None:
     tok_app = typer.Typer(help="Build and measure tokenizers for the target language.", no_args_is_help=True)
     app.add_typer(tok_app, name="tokenizer")
 
+    from vocadapt.options import with_config
+    from vocadapt.tokenizer import ExtendConfig, OptimizeConfig, TrainConfig
+
     @tok_app.command("train")
+    @with_config(TrainConfig)
     def train(
         corpus: list[Path] = typer.Argument(..., help="text files, directories, .gz or JSONL"),
-        kind: str = typer.Option("bpe", "--kind", help="bpe or unigram"),
-        vocab_size: int = typer.Option(32000, "--vocab-size", help="total vocabulary size"),
-        like: Optional[Path] = typer.Option(None, "--like", help="source model whose tokenizer conventions to copy"),
         out: Path = typer.Option(..., "--out", help="output directory"),
-        text_field: str = typer.Option("text", "--text-field", help="JSONL field holding the text"),
-        errors: str = typer.Option("fail", "--errors", help=_ERRORS_HELP),
-        max_chars: Optional[int] = typer.Option(None, "--max-chars", help="use at most this many characters"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty output directory"),
+        config: TrainConfig = None,
     ) -> None:
         """Train a new BPE or Unigram tokenizer on the target corpus."""
-        from vocadapt.tokenizer import TrainConfig, train_tokenizer
+        from vocadapt.tokenizer import train_tokenizer
 
-        cfg = TrainConfig(kind=kind, vocab_size=vocab_size, like=str(like) if like else None, text_field=text_field,
-                          errors=errors, max_chars=max_chars)
-        _print_summary(f"trained {out}", train_tokenizer(corpus, out=out, config=cfg, overwrite=overwrite))
+        _print_summary(f"trained {out}", train_tokenizer(corpus, out=out, config=config, overwrite=overwrite))
 
     @tok_app.command("extend")
+    @with_config(ExtendConfig, required=("add",))
     def extend(
         source: Path = typer.Argument(..., help="source model or tokenizer directory"),
         corpus: list[Path] = typer.Argument(..., help="text files, directories, .gz or JSONL"),
-        add: int = typer.Option(..., "--add", help="number of new tokens"),
         out: Path = typer.Option(..., "--out", help="output directory"),
-        merge_order: str = typer.Option("needed-first", "--merge-order", help="needed-first, new-first (LEP) or old-first"),
         check_text: Optional[list[Path]] = typer.Option(None, "--check-text", help="text that must not get much longer (English, code)"),
-        text_field: str = typer.Option("text", "--text-field", help="JSONL field holding the text"),
-        errors: str = typer.Option("fail", "--errors", help=_ERRORS_HELP),
-        max_chars: Optional[int] = typer.Option(None, "--max-chars", help="use at most this many characters"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty output directory"),
+        config: ExtendConfig = None,
     ) -> None:
         """Append tokens learned on the corpus to the source tokenizer (old ids unchanged)."""
-        from vocadapt.tokenizer import ExtendConfig, extend_tokenizer
+        from vocadapt.tokenizer import extend_tokenizer
 
-        cfg = ExtendConfig(add=add, merge_order=merge_order, text_field=text_field, errors=errors, max_chars=max_chars)
-        _print_summary(f"extended {out}", extend_tokenizer(source, corpus, out=out, config=cfg, check_text=check_text, overwrite=overwrite))
+        result = extend_tokenizer(source, corpus, out=out, config=config, check_text=check_text, overwrite=overwrite)
+        _print_summary(f"extended {out}", result)
 
     @tok_app.command("optimize")
+    @with_config(OptimizeConfig, required=("keep", "add"))
     def optimize(
         source: Path = typer.Argument(..., help="source model or tokenizer directory (BPE)"),
         corpus: list[Path] = typer.Argument(..., help="text files, directories, .gz or JSONL"),
-        keep: int = typer.Option(..., "--keep", help="source tokens to keep"),
-        add: int = typer.Option(..., "--add", help="new tokens to append"),
         out: Path = typer.Option(..., "--out", help="output directory"),
-        merge_order: str = typer.Option("needed-first", "--merge-order", help="needed-first, new-first (LEP) or old-first"),
         check_text: Optional[list[Path]] = typer.Option(None, "--check-text", help="text to measure the length change on"),
-        text_field: str = typer.Option("text", "--text-field", help="JSONL field holding the text"),
-        errors: str = typer.Option("fail", "--errors", help=_ERRORS_HELP),
-        max_chars: Optional[int] = typer.Option(None, "--max-chars", help="use at most this many characters"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty output directory"),
+        config: OptimizeConfig = None,
     ) -> None:
         """Keep the K source tokens most used on the corpus, then append M new ones."""
-        from vocadapt.tokenizer import OptimizeConfig, optimize_tokenizer
+        from vocadapt.tokenizer import optimize_tokenizer
 
-        cfg = OptimizeConfig(keep=keep, add=add, merge_order=merge_order, text_field=text_field, errors=errors, max_chars=max_chars)
-        _print_summary(f"optimized {out}", optimize_tokenizer(source, corpus, out=out, config=cfg, check_text=check_text, overwrite=overwrite))
+        result = optimize_tokenizer(source, corpus, out=out, config=config, check_text=check_text, overwrite=overwrite)
+        _print_summary(f"optimized {out}", result)
 
     @tok_app.command("stats")
     def stats(

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vocadapt.evaluate.runner import fmt
 from vocadapt.errors import VocadaptError
 
 # Columns shown first, with their direction; everything else follows in order of appearance.
@@ -91,14 +92,6 @@ def _columns(rows: list[dict]) -> list[str]:
 
     seen = columns(rows)
     return [k for k in _KNOWN if k in seen] + [k for k in seen if k not in _KNOWN]
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.1f}" if abs(v) >= 100 else f"{v:.3f}"
-    return str(v)
 
 
 def _plots(rows: list[dict], logs: dict[str, list[dict]], folder: Path) -> list[tuple[str, Path]]:
@@ -196,7 +189,7 @@ def _html(title, rows, cols, best, images) -> str:
         for c in cols:
             v = r["metrics"].get(c)
             cls = "n best" if c in best and v == best[c] else "n"
-            cells.append(f'<td class="{cls}">{e(_fmt(v))}</td>')
+            cells.append(f'<td class="{cls}">{e(fmt(v))}</td>')
         body.append(f"<tr><td>{e(r['run'])}</td><td>{e(r['kind'])}</td><td>{e(str(r['method']))}</td>{''.join(cells)}</tr>")
     figs = "".join(f'<figure><img src="{e(p)}" alt="{e(l)}"><figcaption>{e(l)}</figcaption></figure>' for l, p in images)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title><style>{_CSS}</style></head>
@@ -217,7 +210,7 @@ def _markdown(title, rows, cols, images) -> str:
              "|---|---|---|" + "---|" * len(cols)]
     for r in rows:
         lines.append(f"| {r['run']} | {r['kind']} | {r['method']} | "
-                     + " | ".join(_fmt(r["metrics"].get(c)) for c in cols) + " |")
+                     + " | ".join(fmt(r["metrics"].get(c)) for c in cols) + " |")
     lines.append("")
     lines += [f"![{label}]({p})" for label, p in images]
     return "\n".join(lines) + "\n"
