@@ -46,7 +46,7 @@ def test_eval_writes_results_per_model_and_summary(eval_dir):
         row = m["metrics"]
         for key in ("bits_per_byte", "chars_per_token", "copy_sentence", "copy_paragraph",
                     "choice-completion.acc_label", "choice-completion.f1_option", "summary-toy.rougeL",
-                    "tokens_per_s", "chars_per_s", "score"):
+                    "tokens_per_s", "chars_per_s", "read_chars_per_s", "read_tokens_per_s", "score"):
             assert key in row, key
         mains = [row["copy_sentence"], row["copy_paragraph"], row["choice-completion.acc_label"], row["summary-toy.rougeL"]]
         assert row["score"] == pytest.approx(sum(mains) / 4)  # micro-average over datasets
@@ -99,7 +99,7 @@ def test_report_html_and_markdown_with_plots(tmp_path, eval_dir):
     text = page.path.read_text().replace("<wbr>", "")  # header line-break hints
     assert "tiny-a" in text and "init-mean" in text and "bits_per_byte" in text and "init.copied" in text
     names = sorted(p.name for p in page.images)
-    assert names == ["bits_per_byte.png", "bpb.png", "chars_per_s.png", "chars_per_token.png", "loss.png"]
+    assert names == ["bits_per_byte.png", "bpb.png", "chars_per_s.png", "chars_per_token.png", "loss.png", "read_chars_per_s.png"]
     for p in page.images:
         assert p.read_bytes()[:4] == b"\x89PNG" and f"report_files/{p.name}" in text
     md = build_report([eval_dir], tmp_path / "rep" / "report.md")

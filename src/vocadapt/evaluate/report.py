@@ -22,7 +22,10 @@ from vocadapt.evaluate.runner import fmt
 from vocadapt.errors import VocadaptError
 
 # Columns shown first, with their direction; everything else follows in order of appearance.
-_KNOWN = {"bits_per_byte": "↓", "chars_per_token": "↑", "score": "↑", "tokens_per_s": "↑", "chars_per_s": "↑"}
+_KNOWN = {
+    "bits_per_byte": "↓", "chars_per_token": "↑", "score": "↑", "tokens_per_s": "↑", "chars_per_s": "↑",
+    "read_chars_per_s": "↑",
+}
 
 
 @dataclass
@@ -122,7 +125,8 @@ def _plots(rows: list[dict], logs: dict[str, list[dict]], folder: Path) -> list[
         out.append((label, path))
     for key, label, better in (("chars_per_token", "characters per token", "higher = more text per token"),
                                ("bits_per_byte", "bits per byte", "lower is better"),
-                               ("chars_per_s", "generated characters per second", "higher is better")):
+                               ("chars_per_s", "generated characters per second", "higher is better"),
+                               ("read_chars_per_s", "characters read per second (scoring)", "higher is better")):
         bars = [(r["run"], r["metrics"][key]) for r in rows if isinstance(r["metrics"].get(key), (int, float))]
         if not bars:
             continue

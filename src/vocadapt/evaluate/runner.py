@@ -159,7 +159,9 @@ def headline(results: dict[str, dict]) -> dict:
         if name == "bpb":
             row["bits_per_byte"], row["chars_per_token"] = m["bits_per_byte"], m["chars_per_token"]
         elif name == "speed":
-            row["tokens_per_s"], row["chars_per_s"] = m["tokens_per_s"], m["chars_per_s"]
+            for key in ("tokens_per_s", "chars_per_s", "read_tokens_per_s", "read_chars_per_s"):
+                if key in m:
+                    row[key] = m[key]
         elif "copy_sentence" in m or "copy_paragraph" in m:
             for k in ("copy_sentence", "copy_paragraph"):
                 if k in m:
