@@ -59,3 +59,14 @@ def test_adapted_models_load_and_compress_russian(run):
     prov = json.loads((out / "models" / "focus" / "vocadapt.json").read_text())
     assert prov["results"]["counts"]["input"]["computed"] > 500
     assert (out / "report.html").is_file()
+
+
+def test_gguf_file_is_accepted_as_a_source_model():
+    from vocadapt import assets
+    from vocadapt.io.checkpoint import Checkpoint
+
+    ck = Checkpoint(assets.smollm2_gguf())  # converted once into the cache, then read lazily
+    assert ck.model_type == "llama" and ck.vocab.tied
+    assert (ck.embedding_rows, ck.hidden_size) == (49152, 576)
+    assert ck.path.is_dir() and (ck.path / "config.json").is_file()
+    assert "quantization_config" not in ck.config
