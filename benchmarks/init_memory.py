@@ -97,8 +97,10 @@ def build_checkpoint(path: Path, layers: int) -> None:
     shards[-1]["lm_head.weight"] = rand(VOCAB, HIDDEN)
     # Put the embedding in the same shard as the first layer, as real checkpoints do.
     shards[1].update(shards.pop(0)) if layers else None
-    for k, tensors in enumerate(shards, 1):
-        name = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+    n_shards = len(shards)
+    for k in range(1, n_shards + 1):
+        tensors = shards.pop(0)  # drop each shard once written: this process forks the measured one
+        name = f"model-{k:05d}-of-{n_shards:05d}.safetensors"
         total += write_file(tmp / name, tensors.items(), {"format": "pt"})
         weight_map.update({n: name for n in tensors})
         del tensors
@@ -136,8 +138,12 @@ def main() -> None:
     ap.add_argument("--scenario", choices=["extend", "replace", "both"], default="both")
     args = ap.parse_args()
     src = args.workdir / f"llama-128k-{args.layers}L"
-    print(f"building synthetic checkpoint at {src} ...", flush=True)
-    build_checkpoint(src, args.layers)
+    if not (src / "config.json").exists():
+        # Built in a child process: a forked child's peak RSS counts the parent's pages, so the
+        # process that launches the measured `vocadapt init` must stay small.
+        print(f"building synthetic checkpoint at {src} ...", flush=True)
+        code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import init_memory as m; m.build_checkpoint(m.Path({str(src)!r}), {args.layers})"
+        subprocess.run([sys.executable, "-c", code], check=True)
     ckpt_bytes = sum(f.stat().st_size for f in src.glob("*.safetensors"))
     vocab_bytes = 2 * VOCAB * HIDDEN * 2
     scenarios = ["extend", "replace"] if args.scenario == "both" else [args.scenario]
