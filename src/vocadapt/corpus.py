@@ -110,14 +110,21 @@ def _documents_from_text(lines: Iterator[str]) -> Iterator[str]:
         yield doc
 
 
-def _documents_from_jsonl(path: Path, lines: Iterator[str], text_field: str) -> Iterator[str]:
+def iter_jsonl_records(path: Path, lines: Iterator[str] | None = None) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank line; bad JSON is a one-line error naming the line."""
+    if lines is None:
+        lines = iter(Path(path).read_text(encoding="utf-8").splitlines())
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield lineno, json.loads(line)
         except json.JSONDecodeError as e:
             raise VocadaptError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+
+
+def _documents_from_jsonl(path: Path, lines: Iterator[str], text_field: str) -> Iterator[str]:
+    for lineno, record in iter_jsonl_records(path, lines):
         if not isinstance(record, dict) or text_field not in record:
             raise VocadaptError(f"{path}:{lineno}: no field {text_field!r} (set --text-field)")
         text = record[text_field]

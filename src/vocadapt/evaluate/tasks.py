@@ -90,15 +90,9 @@ def load_dataset(path: str | Path, kind: str | None = None) -> Dataset:
         prompt = doc.get("prompt")
         items = [validate_item(it, kind, f"{path}: item {i + 1}") for i, it in enumerate(doc["items"])]
     else:
-        items = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise VocadaptError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            items.append(validate_item(raw, kind, f"{path}:{lineno}"))
+        from vocadapt.corpus import iter_jsonl_records
+
+        items = [validate_item(raw, kind, f"{path}:{lineno}") for lineno, raw in iter_jsonl_records(path)]
     if not items:
         raise VocadaptError(f"{path}: no items")
     return Dataset(name=path.stem, kind=kind, items=items, prompt=prompt, source=str(path))
