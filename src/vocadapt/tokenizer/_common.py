@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vocadapt.corpus import CorpusStats, iter_texts
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import atomic_dir
+from vocadapt.tokenizer.align import SPECIAL_ROLES
+from vocadapt.tokenizer.canonical import SPIECE_SPACE as SP_SPACE
+from vocadapt.tokenizer.canonical import components, detect_family
 
 VOCAB_MAPPING_FILE = "vocab_mapping.json"
 
@@ -33,7 +37,6 @@ PLAIN_BPE = "bpe"
 UNIGRAM = "unigram"
 WORDPIECE = "wordpiece"
 
-SP_SPACE = "\u2581"  # '▁'
 BYTE_PIECES = [f"<0x{b:02X}>" for b in range(256)]
 
 
@@ -81,7 +84,7 @@ def _hf_kwargs(directory: Path) -> dict[str, Any]:
     cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
     stm_path = directory / "special_tokens_map.json"
     stm = json.loads(stm_path.read_text(encoding="utf-8")) if stm_path.exists() else {}
-    for role in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"):
+    for role in SPECIAL_ROLES:
         value = cfg.get(role, stm.get(role))
         if isinstance(value, dict):  # AddedToken serialized as a dict
             value = value.get("content")
@@ -102,40 +105,16 @@ def _hf_kwargs(directory: Path) -> dict[str, Any]:
     return out
 
 
-def _walk(node: Any) -> Iterator[dict]:
-    """Every component dict inside a (possibly nested Sequence) normalizer/pre-tokenizer/decoder."""
-    if isinstance(node, dict):
-        yield node
-        for key in ("pretokenizers", "normalizers", "decoders", "processors"):
-            for child in node.get(key, []) or []:
-                yield from _walk(child)
-
-
-def has_component(tj: dict, section: str, type_name: str) -> bool:
-    return any(c.get("type") == type_name for c in _walk(tj.get(section)))
-
-
 def tokenizer_family(tj: dict) -> str:
-    """One of the family constants above, from the model type and its byte handling."""
-    model_type = tj["model"].get("type")
-    if model_type == "BPE":
-        if has_component(tj, "pre_tokenizer", "ByteLevel") or has_component(tj, "decoder", "ByteLevel"):
+    """One of the family constants above: the model type plus how it spells bytes and spaces."""
+    fam = detect_family(tj)
+    if fam.model == "BPE":
+        if fam.kind == "byte_level":
             return BYTELEVEL_BPE
-        if tj["model"].get("byte_fallback") or has_component(tj, "decoder", "ByteFallback"):
+        if fam.byte_fallback or any(c.get("type") == "ByteFallback" for c in components(tj.get("decoder"))):
             return SENTENCEPIECE_BPE
         return PLAIN_BPE
-    if model_type == "Unigram":
-        return UNIGRAM
-    if model_type == "WordPiece":
-        return WORDPIECE
-    return str(model_type).lower()
-
-
-def uses_sp_space(tj: dict) -> bool:
-    """Whether spaces are written as '▁' (Metaspace pre-tokenizer or a Replace normalizer)."""
-    if has_component(tj, "pre_tokenizer", "Metaspace"):
-        return True
-    return any(c.get("type") == "Replace" and c.get("content") == SP_SPACE for c in _walk(tj.get("normalizer")))
+    return {"Unigram": UNIGRAM, "WordPiece": WORDPIECE}.get(fam.model, str(fam.model).lower())
 
 
 def bpe_merges(model: dict) -> list[tuple[str, str]]:
@@ -155,17 +134,37 @@ def set_bpe_merges(model: dict, merges: list[tuple[str, str]]) -> None:
     model["merges"] = [[a, b] for a, b in merges]
 
 
-def model_vocab(tj: dict) -> dict[str, int]:
-    """token string -> id of the model section (not the added tokens)."""
-    model = tj["model"]
-    if model["type"] == "Unigram":
-        return {piece: i for i, (piece, _score) in enumerate(model["vocab"])}
-    return dict(model["vocab"])
+def merge_result(a: str, b: str, prefix: str = "") -> str:
+    """The token a BPE merge makes; with a continuing-subword prefix ("##") the right part
+    carries the prefix and the result does not."""
+    return a + (b[len(prefix):] if prefix and b.startswith(prefix) else b)
 
 
-def max_id(tj: dict) -> int:
-    ids = list(model_vocab(tj).values()) + [t["id"] for t in tj.get("added_tokens", [])]
-    return max(ids) if ids else -1
+def merge_producers(merges: Sequence[tuple[str, str]], prefix: str = "") -> dict[str, tuple[str, str]]:
+    """token -> the first merge that makes it (a token's derivation path walks these back)."""
+    producer: dict[str, tuple[str, str]] = {}
+    for m in merges:
+        producer.setdefault(merge_result(*m, prefix), m)
+    return producer
+
+
+@dataclass
+class CorpusOptions:
+    """How the target corpus is read; shared by ``train``, ``extend`` and ``optimize``."""
+
+    text_field: str = field(default="text", metadata={"help": "JSONL field holding the text"})
+    errors: str = field(default="fail", metadata={"help": "non-UTF-8 lines: fail or skip"})
+    max_chars: int | None = field(default=None, metadata={"help": "use at most this many characters of the corpus"})
+    show_progress: bool = True
+
+    def reader(self, corpus: Sequence[str | Path], stats: CorpusStats) -> Callable[[], Iterator[str]]:
+        """A re-startable stream of the corpus documents; ``stats`` describes the latest pass."""
+
+        def texts() -> Iterator[str]:
+            stats.__init__()  # type: ignore[misc]  # count the last pass only
+            return iter_texts(corpus, text_field=self.text_field, errors=self.errors, stats=stats, max_chars=self.max_chars)
+
+        return texts
 
 
 def training_pre_tokenizer(tj: dict) -> dict | None:
@@ -176,7 +175,7 @@ def training_pre_tokenizer(tj: dict) -> dict | None:
     we train with an explicit split before each '▁' (the output keeps the source's null).
     """
     pre = tj.get("pre_tokenizer")
-    if pre is None and uses_sp_space(tj):
+    if pre is None and detect_family(tj).kind == "metaspace":
         return {"type": "Split", "pattern": {"String": SP_SPACE}, "behavior": "MergedWithNext", "invert": False}
     return pre
 
@@ -200,7 +199,7 @@ def empty_tokenizer_like(tj: dict, model: dict) -> dict:
 def remap_post_processor(post: Any, token_to_id: dict[str, int]) -> Any:
     """Rewrite special-token ids inside a post-processor for a new vocabulary."""
     post = copy.deepcopy(post)
-    for c in _walk(post):
+    for c in components(post):
         specials = c.get("special_tokens")
         if isinstance(specials, dict):
             for name, spec in specials.items():

@@ -72,15 +72,15 @@ class Family:
     lowercase: bool
 
 
-def _walk(node: Any):
-    """Yield every dict in a (nested) normalizer / pre-tokenizer / decoder description."""
+def components(node: Any):
+    """Yield every dict in a (nested) normalizer / pre-tokenizer / decoder / post-processor spec."""
     if isinstance(node, dict):
         yield node
         for v in node.values():
-            yield from _walk(v)
+            yield from components(v)
     elif isinstance(node, list):
         for v in node:
-            yield from _walk(v)
+            yield from components(v)
 
 
 def tokenizer_json(tokenizer: Any) -> dict[str, Any]:
@@ -102,24 +102,28 @@ def get_vocab(tokenizer: Any) -> dict[str, int]:
     """{piece: id} including added tokens, for a tokenizer object or a ``tokenizer.json`` dict."""
     if not isinstance(tokenizer, dict):
         return tokenizer.get_vocab()
-    model_vocab = tokenizer["model"].get("vocab") or {}
-    if isinstance(model_vocab, list):  # Unigram: [[piece, score], ...] in id order
-        vocab = {piece: i for i, (piece, _score) in enumerate(model_vocab)}
-    else:
-        vocab = dict(model_vocab)
+    vocab = model_vocab(tokenizer)
     vocab.update({t["content"]: int(t["id"]) for t in tokenizer.get("added_tokens", [])})
     return vocab
+
+
+def model_vocab(spec: dict[str, Any]) -> dict[str, int]:
+    """{piece: id} of the model section of a ``tokenizer.json`` dict (added tokens not included)."""
+    pieces = spec["model"].get("vocab") or {}
+    if isinstance(pieces, list):  # Unigram: [[piece, score], ...] in id order
+        return {piece: i for i, (piece, _score) in enumerate(pieces)}
+    return dict(pieces)
 
 
 def detect_family(tokenizer: Any) -> Family:
     spec = tokenizer_json(tokenizer)
     model = spec["model"]
     parts = [spec.get("normalizer"), spec.get("pre_tokenizer"), spec.get("decoder")]
-    types = {d.get("type") for d in _walk(parts)}
+    types = {d.get("type") for d in components(parts)}
     replaces_space = any(
-        d.get("type") == "Replace" and SPIECE_SPACE in json.dumps(d, ensure_ascii=False) for d in _walk(parts)
+        d.get("type") == "Replace" and SPIECE_SPACE in json.dumps(d, ensure_ascii=False) for d in components(parts)
     )
-    lowercase = any(d.get("type") == "Lowercase" or d.get("lowercase") is True for d in _walk(spec.get("normalizer")))
+    lowercase = any(d.get("type") == "Lowercase" or d.get("lowercase") is True for d in components(spec.get("normalizer")))
     prefix = model.get("continuing_subword_prefix") or ""
     if "ByteLevel" in types:
         kind = "byte_level"

@@ -35,16 +35,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocadapt.corpus import CorpusStats, iter_texts, read_texts
+from vocadapt.corpus import CorpusStats, read_texts
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import check_output_dir
 from vocadapt.tokenizer import _common as C
+from vocadapt.tokenizer.canonical import model_vocab, vocab_size
 
 MERGE_ORDERS = ("needed-first", "new-first", "old-first")
 
 
 @dataclass
-class ExtendConfig:
+class ExtendConfig(C.CorpusOptions):
     """Options of ``vocadapt tokenizer extend``."""
 
     add: int = field(default=8000, metadata={"help": "number of new tokens to append"})
@@ -52,18 +53,9 @@ class ExtendConfig:
         default="needed-first", metadata={"help": "needed-first (default), new-first (LEP paper) or old-first"}
     )
     min_frequency: int = field(default=2, metadata={"help": "a pair must occur this often to become a token"})
-    text_field: str = field(default="text", metadata={"help": "JSONL field holding the text"})
-    errors: str = field(default="fail", metadata={"help": "non-UTF-8 lines: fail or skip"})
-    max_chars: int | None = field(default=None, metadata={"help": "train on at most this many characters"})
-    show_progress: bool = True
 
 
 TextSource = Callable[[], Iterator[str]]
-
-
-def _merge_result(a: str, b: str, prefix: str) -> str:
-    # With a continuing-subword prefix ("##"), the right part carries the prefix, the result not.
-    return a + (b[len(prefix):] if prefix and b.startswith(prefix) else b)
 
 
 def _needed_merges(target_merges: list[tuple[str, str]], new_tokens: list[str], prefix: str) -> set[tuple[str, str]]:
@@ -73,9 +65,7 @@ def _needed_merges(target_merges: list[tuple[str, str]], new_tokens: list[str], 
     ``a+nd`` where the source builds ``Ġa+nd``) is not needed by any new token when it only
     serves source-language words; left in front it would break the source's segmentation.
     """
-    producer: dict[str, tuple[str, str]] = {}
-    for m in target_merges:
-        producer.setdefault(_merge_result(*m, prefix), m)
+    producer = C.merge_producers(target_merges, prefix)
     needed: set[tuple[str, str]] = set()
     stack = list(new_tokens)
     while stack:
@@ -130,7 +120,7 @@ def extend_json(tj: dict, texts: TextSource, add: int, cfg: ExtendConfig) -> tup
     """Extend tokenizer JSON ``tj`` by up to ``add`` tokens learned from ``texts()``.
 
     Returns (new JSON, new token strings in id order, info). Old ids are untouched; new ids
-    start at ``max_id(tj) + 1``. ``texts`` is called once per training attempt (re-streamed).
+    start at ``vocab_size(tj)``. ``texts`` is called once per training attempt (re-streamed).
     """
     if add <= 0:
         raise VocadaptError(f"--add must be a positive number of tokens, not {add}")
@@ -144,7 +134,7 @@ def extend_json(tj: dict, texts: TextSource, add: int, cfg: ExtendConfig) -> tup
         raise VocadaptError(f"a {family} tokenizer cannot be extended (only BPE, Unigram and WordPiece models can)")
     if tj["model"].get("dropout"):
         raise VocadaptError("a BPE tokenizer with dropout cannot be extended deterministically; remove dropout first")
-    old_vocab = C.model_vocab(tj)
+    old_vocab = model_vocab(tj)
     taken = set(old_vocab) | {t["content"] for t in tj.get("added_tokens", [])}
     if kind == "Unigram" and any(t["id"] >= len(tj["model"]["vocab"]) for t in tj.get("added_tokens", [])):
         raise VocadaptError("this Unigram tokenizer keeps added tokens after its pieces; appending pieces would shift their ids")
@@ -168,14 +158,14 @@ def extend_json(tj: dict, texts: TextSource, add: int, cfg: ExtendConfig) -> tup
 
     out = copy.deepcopy(tj)
     model = out["model"]
-    start = C.max_id(tj) + 1
+    start = vocab_size(tj)
     if kind == "BPE":
         for i, t in enumerate(new_tokens):
             model["vocab"][t] = start + i
         final = set(model["vocab"])
         prefix = model.get("continuing_subword_prefix") or ""
         target_merges = [
-            (a, b) for a, b in C.bpe_merges(target) if a in final and b in final and _merge_result(a, b, prefix) in final
+            (a, b) for a, b in C.bpe_merges(target) if a in final and b in final and C.merge_result(a, b, prefix) in final
         ]
         old_merges = C.bpe_merges(tj["model"])
         if cfg.merge_order == "new-first":
@@ -209,7 +199,7 @@ def extend_json(tj: dict, texts: TextSource, add: int, cfg: ExtendConfig) -> tup
 
 def identity_mapping(tj_old: dict, n_new_total: int, source: str) -> dict[str, Any]:
     """``new_to_old[i]`` = old id of new id ``i`` (the same id), or None for an appended token."""
-    old_ids = set(C.model_vocab(tj_old).values()) | {t["id"] for t in tj_old.get("added_tokens", [])}
+    old_ids = set(model_vocab(tj_old).values()) | {t["id"] for t in tj_old.get("added_tokens", [])}
     return {"source": source, "new_to_old": [i if i in old_ids else None for i in range(n_new_total)]}
 
 
@@ -242,12 +232,7 @@ def extend_tokenizer(
     corpus = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
     src = C.load_source(source)
     stats = CorpusStats()
-
-    def texts() -> Iterator[str]:
-        stats.__init__()  # count the last pass only
-        return iter_texts(corpus, text_field=cfg.text_field, errors=cfg.errors, stats=stats, max_chars=cfg.max_chars)
-
-    tj, new_tokens, info = extend_json(src.json, texts, cfg.add, cfg)
+    tj, new_tokens, info = extend_json(src.json, cfg.reader(corpus, stats), cfg.add, cfg)
     n_total = C.build_tokenizer(tj).get_vocab_size(with_added_tokens=True)
     summary: dict[str, Any] = {
         "family": src.family,

@@ -21,25 +21,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocadapt.corpus import CorpusStats, iter_texts
+from vocadapt.corpus import CorpusStats
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import check_output_dir
 from vocadapt.tokenizer import _common as C
+from vocadapt.tokenizer.canonical import model_vocab
 from vocadapt.tokenizer.extend import ExtendConfig, extend_json, length_change
 
 
 @dataclass
-class OptimizeConfig:
-    """Options of ``vocadapt tokenizer optimize``."""
+class OptimizeConfig(ExtendConfig):
+    """Options of ``vocadapt tokenizer optimize``: extend's, plus how many source tokens to keep."""
 
-    keep: int = field(default=16000, metadata={"help": "source tokens to keep (specials, bytes, single characters included)"})
     add: int = field(default=16000, metadata={"help": "new target tokens to append after shrinking"})
-    merge_order: str = field(default="needed-first", metadata={"help": "merge order of the extension (see extend)"})
-    min_frequency: int = field(default=2, metadata={"help": "a pair must occur this often to become a token"})
-    text_field: str = field(default="text", metadata={"help": "JSONL field holding the text"})
-    errors: str = field(default="fail", metadata={"help": "non-UTF-8 lines: fail or skip"})
-    max_chars: int | None = field(default=None, metadata={"help": "use at most this many characters of the corpus"})
-    show_progress: bool = True
+    keep: int = field(default=16000, metadata={"help": "source tokens to keep (specials, bytes, single characters included)"})
 
 
 def count_usage(tj: dict, texts: Iterator[str], batch: int = 512) -> Counter:
@@ -63,22 +58,17 @@ def shrink_json(tj: dict, counts: Counter, keep: int) -> tuple[dict, list[int]]:
     """Keep ``keep`` tokens of BPE tokenizer ``tj`` (see module doc); returns (JSON, new_to_old)."""
     if tj["model"].get("type") != "BPE":
         raise VocadaptError(f"optimize needs a BPE tokenizer; this one is {C.tokenizer_family(tj)}")
-    vocab = C.model_vocab(tj)
+    vocab = model_vocab(tj)
     added = {t["content"]: t["id"] for t in tj.get("added_tokens", [])}
     prefix = tj["model"].get("continuing_subword_prefix") or ""
     merges = C.bpe_merges(tj["model"])
-
-    def result(a: str, b: str) -> str:
-        return a + (b[len(prefix):] if prefix and b.startswith(prefix) else b)
 
     must = {t for t in vocab if len(t) == 1 or t in C.BYTE_PIECES or t in added}
     if keep < len(must) + len(set(added) - set(vocab)):
         raise VocadaptError(
             f"--keep {keep} is smaller than the tokens that must stay ({len(must)} specials, bytes and single characters)"
         )
-    producer: dict[str, tuple[str, str]] = {}
-    for a, b in merges:
-        producer.setdefault(result(a, b), (a, b))
+    producer = C.merge_producers(merges, prefix)
     kept = set(must)
     budget = keep - len(set(added) - set(vocab))  # added tokens outside the model vocab count too
     id_to_tok = {i: t for t, i in vocab.items()}
@@ -102,7 +92,7 @@ def shrink_json(tj: dict, counts: Counter, keep: int) -> tuple[dict, list[int]]:
     new_id = {old: new for new, old in enumerate(old_ids)}
     out = copy.deepcopy(tj)
     out["model"]["vocab"] = {t: new_id[i] for t, i in vocab.items() if t in kept}
-    C.set_bpe_merges(out["model"], [(a, b) for a, b in merges if a in kept and b in kept and result(a, b) in kept])
+    C.set_bpe_merges(out["model"], [(a, b) for a, b in merges if a in kept and b in kept and C.merge_result(a, b, prefix) in kept])
     out["added_tokens"] = [dict(t, id=new_id[t["id"]]) for t in tj.get("added_tokens", [])]
     token_to_id = {**out["model"]["vocab"], **{t["content"]: t["id"] for t in out["added_tokens"]}}
     out["post_processor"] = C.remap_post_processor(tj.get("post_processor"), token_to_id)
@@ -132,20 +122,13 @@ def optimize_tokenizer(
     if src.json["model"].get("type") != "BPE":
         raise VocadaptError(f"optimize needs a BPE tokenizer; {source} is {src.family}")
     stats = CorpusStats()
-
-    def texts() -> Iterator[str]:
-        stats.__init__()
-        return iter_texts(corpus, text_field=cfg.text_field, errors=cfg.errors, stats=stats, max_chars=cfg.max_chars)
+    texts = cfg.reader(corpus, stats)
 
     counts = count_usage(src.json, texts())
     used = sum(1 for c in counts.values() if c > 0)
     shrunk, new_to_old = shrink_json(src.json, counts, cfg.keep)
-    ext_cfg = ExtendConfig(
-        add=cfg.add, merge_order=cfg.merge_order, min_frequency=cfg.min_frequency, text_field=cfg.text_field,
-        errors=cfg.errors, max_chars=cfg.max_chars, show_progress=cfg.show_progress,
-    )
     if cfg.add > 0:
-        tj, new_tokens, info = extend_json(shrunk, texts, cfg.add, ext_cfg)
+        tj, new_tokens, info = extend_json(shrunk, texts, cfg.add, cfg)
     else:  # optimize alone (no extension) is meaningful: --add 0 is allowed here
         tj, new_tokens, info = shrunk, [], {"requested": 0, "added": 0}
     n_total = C.build_tokenizer(tj).get_vocab_size(with_added_tokens=True)

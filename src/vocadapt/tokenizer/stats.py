@@ -23,7 +23,6 @@ from vocadapt.tokenizer import _common as C
 from vocadapt.tokenizer.canonical import CanonicalToken, byte_token_ids, canonical_vocab
 
 
-
 def canonical_set(tj: dict) -> set[CanonicalToken]:
     """The non-special, non-empty canonical tokens of a tokenizer (for vocabulary overlap)."""
     return {c for c in canonical_vocab(tj) if c is not None and c.text}

@@ -17,16 +17,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocadapt.corpus import CorpusStats, iter_texts
+from vocadapt.corpus import CorpusStats
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import check_output_dir
 from vocadapt.tokenizer import _common as C
+from vocadapt.tokenizer.canonical import model_vocab
 
 KINDS = ("bpe", "unigram")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(C.CorpusOptions):
     """Options of ``vocadapt tokenizer train``."""
 
     kind: str = field(default="bpe", metadata={"help": "model type to learn: bpe or unigram"})
@@ -36,10 +37,6 @@ class TrainConfig:
     max_alphabet: int = field(
         default=1000, metadata={"help": "byte-fallback families: keep only the N most frequent characters"}
     )
-    text_field: str = field(default="text", metadata={"help": "JSONL field holding the text"})
-    errors: str = field(default="fail", metadata={"help": "non-UTF-8 lines: fail or skip"})
-    max_chars: int | None = field(default=None, metadata={"help": "train on at most this many characters"})
-    show_progress: bool = True
 
 
 def _default_sentencepiece_json() -> dict:
@@ -191,7 +188,7 @@ def train_tokenizer(
             **({"unk_token": unk} if unk else {}),
         )
     stats = CorpusStats()
-    texts = iter_texts(corpus, text_field=cfg.text_field, errors=cfg.errors, stats=stats, max_chars=cfg.max_chars)
+    texts = cfg.reader(corpus, stats)()
     tok.train_from_iterator(texts, trainer=trainer)
 
     import json
@@ -204,7 +201,7 @@ def train_tokenizer(
     if byte_fallback and not bytelevel:
         _insert_byte_pieces(tj, n_specials=len(specials))
     # Restore the source's added-token flags (lstrip, normalized, ...) under the new ids.
-    vocab = C.model_vocab(tj)
+    vocab = model_vocab(tj)
     tj["added_tokens"] = [dict(t, id=vocab[t["content"]]) for t in sorted(added, key=lambda t: t["id"])]
     if cfg.kind == "unigram" and unk is not None:
         tj["model"]["unk_id"] = vocab[unk]
