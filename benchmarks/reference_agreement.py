@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve()
 def _load_common(model: str, target: str):
     from safetensors.torch import load_file
 
-    from vocadapt.init.core import load_tokenizer
+    from vocadapt.tokenizer.load import load_tokenizer
     from vocadapt.io.checkpoint import Checkpoint
 
     ckpt = Checkpoint(model)
@@ -109,7 +109,7 @@ def child(args: argparse.Namespace) -> None:
 
 def prepare(work: Path, target: str) -> dict[str, str]:
     from vocadapt import assets
-    from vocadapt.init.core import load_tokenizer
+    from vocadapt.tokenizer.load import load_tokenizer
     from vocadapt.vectors.align import read_dictionary
     from vocadapt.vectors.io import load_vectors, save_vectors
     from vocadapt.vectors.train import train_token_vectors

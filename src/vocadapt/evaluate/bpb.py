@@ -216,7 +216,7 @@ def load_model(model_dir: str | Path, dtype: str | torch.dtype = "float32", devi
     Raises :class:`VocadaptError` for a missing directory, a directory without a config or
     tokenizer, or a model without a language-model head (it could not score or generate text).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(model_dir)
     if not path.is_dir():
@@ -247,9 +247,8 @@ def load_model(model_dir: str | Path, dtype: str | torch.dtype = "float32", devi
         ) from e
     if model.get_output_embeddings() is None:
         raise VocadaptError(f"{path}: the model has no LM head (output embeddings): it cannot score or generate text")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except Exception as e:  # noqa: BLE001 - transformers raises many kinds here
-        raise VocadaptError(f"{path}: cannot load its tokenizer ({type(e).__name__}: {e})") from e
+    from vocadapt.tokenizer.load import load_tokenizer
+
+    tokenizer = load_tokenizer(path, f"the tokenizer of {path}", require_fast=False)
     model.to(device).eval()
     return model, tokenizer

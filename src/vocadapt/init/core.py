@@ -9,7 +9,6 @@ into place only when everything is written.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from vocadapt.io.safetensors_stream import TensorInfo, read_header, write_file
 from vocadapt.provenance import write_provenance
 from vocadapt.tokenizer.align import align_vocabularies, read_mapping
 from vocadapt.tokenizer.canonical import vocab_size
+from vocadapt.tokenizer.load import load_tokenizer
 
 
 FALLBACKS = ("random", "mean")
@@ -47,37 +47,6 @@ class InitReport:
         d = asdict(self)
         d["out_dir"] = str(self.out_dir)
         return d
-
-
-def load_tokenizer(path: str | Path, what: str = "tokenizer") -> Any:
-    """A fast HF tokenizer from a directory (or a bare ``tokenizer.json``), with one-line errors."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    p = Path(path)
-    if not p.exists():
-        raise VocadaptError(f"{what} not found: {p}")
-    try:
-        if p.is_file() and p.suffix == ".json":
-            tok = PreTrainedTokenizerFast(tokenizer_file=str(p))
-        elif _declares_generic_class(p):
-            # AutoTokenizer would pick a class from the *model* config (e.g. Qwen2Tokenizer for a
-            # qwen2 model), which may add tokens the tokenizer never had; honour the declaration.
-            tok = PreTrainedTokenizerFast.from_pretrained(str(p))
-        else:
-            tok = AutoTokenizer.from_pretrained(str(p))
-    except Exception as e:  # transformers raises many types for a broken folder
-        raise VocadaptError(f"cannot load {what} from {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer"):
-        raise VocadaptError(f"{what} at {p} is not a fast tokenizer (tokenizer.json); convert it first")
-    return tok
-
-
-def _declares_generic_class(folder: Path) -> bool:
-    cfg = folder / "tokenizer_config.json"
-    if not (folder / "tokenizer.json").is_file() or not cfg.is_file():
-        return False
-    declared = json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class")
-    return declared in (None, "TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def _check_finite(t: torch.Tensor, name: str) -> None:

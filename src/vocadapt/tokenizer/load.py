@@ -1,0 +1,50 @@
+"""Load a tokenizer the way it was saved, with one-line errors.
+
+``AutoTokenizer`` picks the tokenizer class from the *model* config when a folder also holds a
+model (a qwen2 model gets ``Qwen2Tokenizer``), and that class may add tokens the saved
+tokenizer never had (``<|endoftext|>``): ids past the embedding rows. A folder whose
+``tokenizer_config.json`` declares the generic class is therefore loaded as exactly that. Every
+part of vocadapt that opens a tokenizer (init, evaluation) goes through :func:`load_tokenizer`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from vocadapt.errors import VocadaptError
+
+_GENERIC_CLASSES = (None, "TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def _declares_generic_class(folder: Path) -> bool:
+    cfg = folder / "tokenizer_config.json"
+    if not (folder / "tokenizer.json").is_file() or not cfg.is_file():
+        return False
+    return json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class") in _GENERIC_CLASSES
+
+
+def load_tokenizer(path: str | Path, what: str = "tokenizer", *, require_fast: bool = True) -> Any:
+    """An HF tokenizer from a directory (or a bare ``tokenizer.json``).
+
+    ``require_fast``: vocabulary surgery edits ``tokenizer.json``, so it needs a fast tokenizer;
+    scoring and generating do not.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    p = Path(path)
+    if not p.exists():
+        raise VocadaptError(f"{what} not found: {p}")
+    try:
+        if p.is_file() and p.suffix == ".json":
+            tok = PreTrainedTokenizerFast(tokenizer_file=str(p))
+        elif _declares_generic_class(p):
+            tok = PreTrainedTokenizerFast.from_pretrained(str(p))
+        else:
+            tok = AutoTokenizer.from_pretrained(str(p))
+    except Exception as e:  # transformers raises many types for a broken folder
+        raise VocadaptError(f"cannot load {what} from {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if require_fast and (not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer")):
+        raise VocadaptError(f"{what} at {p} is not a fast tokenizer (tokenizer.json); convert it first")
+    return tok
