@@ -21,7 +21,6 @@ En+Ru vectors      the two above aligned by Procrustes (for OFA)     :func:`mult
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -212,20 +211,3 @@ def fetch_all(include_vectors: bool = False) -> dict[str, Path]:
             multilingual_vectors=multilingual_vectors(),
         )
     return out
-
-
-def file_sha256(path: Path, limit: int | None = None) -> str:
-    """sha256 of a file (or of its first ``limit`` bytes), streamed."""
-    h = hashlib.sha256()
-    remaining = limit
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(1 << 20 if remaining is None else min(1 << 20, remaining))
-            if not chunk:
-                break
-            h.update(chunk)
-            if remaining is not None:
-                remaining -= len(chunk)
-                if remaining <= 0:
-                    break
-    return h.hexdigest()

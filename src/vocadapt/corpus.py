@@ -15,11 +15,14 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from vocadapt.errors import VocadaptError
+
+T = TypeVar("T")
 
 # Fortune-cookie files (the embedded Russian corpus) separate entries by a line holding "%".
 # Any other plain text file is split into documents at blank lines.
@@ -164,6 +167,18 @@ def iter_texts(
                 return
     if produced == 0:
         raise VocadaptError(f"corpus is empty: no text in {', '.join(map(str, paths))}")
+
+
+def batched(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    """Lists of up to ``n`` consecutive items (``itertools.batched`` arrived only in 3.12)."""
+    buf: list[T] = []
+    for item in items:
+        buf.append(item)
+        if len(buf) >= n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
 
 
 def read_texts(paths: Sequence[str | Path], **kwargs) -> list[str]:

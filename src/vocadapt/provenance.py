@@ -102,3 +102,20 @@ def write_provenance(
 def read_provenance(out_dir: str | Path) -> dict[str, Any] | None:
     path = Path(out_dir) / PROVENANCE_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def file_sha256(path: str | Path, limit: int | None = None) -> str:
+    """sha256 of a file (or of its first ``limit`` bytes), streamed."""
+    h = hashlib.sha256()
+    remaining = limit
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 20 if remaining is None else min(1 << 20, remaining))
+            if not chunk:
+                break
+            h.update(chunk)
+            if remaining is not None:
+                remaining -= len(chunk)
+                if remaining <= 0:
+                    break
+    return h.hexdigest()

@@ -6,22 +6,7 @@ from pathlib import Path
 
 import typer
 
-
-def _print_summary(summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    rows = summary.get("models", [])
-    cols = [c for c in ("chars_per_token", "bits_per_byte") if any(c in r["metrics"] for r in rows)]
-    extra = sorted({k for r in rows for k in r["metrics"]} - set(cols) - {"score"})
-    table = Table(title="held-out target text")
-    table.add_column("model")
-    for c in cols + extra:
-        table.add_column(c.replace("_", " "), justify="right")
-    for r in rows:
-        m = r["metrics"]
-        table.add_row(r["model"], *(f"{m[c]:.3f}" if isinstance(m.get(c), (int, float)) else "-" for c in cols + extra))
-    Console().print(table)
+from vocadapt.cli.evaluate import print_summary
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +19,7 @@ def register(app: typer.Typer) -> None:
         from vocadapt.recipe import load_recipe, run_recipe
 
         r = load_recipe(recipe, out)
-        _print_summary(run_recipe(r, echo=typer.echo))
+        print_summary(run_recipe(r, echo=typer.echo)["models"], "held-out target text")
         typer.echo(f"results in {r.out}")
 
     @app.command("demo")
@@ -49,5 +34,5 @@ def register(app: typer.Typer) -> None:
             typer.echo(demo_recipe_path().read_text(encoding="utf-8"))
             return
         r = load_recipe(demo_recipe_path(), out)
-        _print_summary(run_recipe(r, echo=typer.echo))
+        print_summary(run_recipe(r, echo=typer.echo)["models"], "held-out target text")
         typer.echo(f"results in {r.out} (report: {r.out / 'report.html'})")

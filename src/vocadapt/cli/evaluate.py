@@ -47,7 +47,7 @@ def eval_cmd(
                 console.print(f"{d.name} {task}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
         return
     from vocadapt.corpus import read_texts
-    from vocadapt.evaluate.runner import EvalConfig, columns, evaluate, fmt
+    from vocadapt.evaluate.runner import EvalConfig, evaluate
 
     texts = read_texts(text) if text else []
     if not texts and any(t in tasks for t in ("bpb", "copy", "speed")) and not data:
@@ -57,7 +57,7 @@ def eval_cmd(
                      lemmatize=lemmatize, speed_new_tokens=speed_tokens)
     summary = evaluate(model_dirs, texts, tasks.split(","), data, out, cfg, text_paths=text or [],
                        on_model_done=lambda n, r: console.print(f"[green]done[/] {n} in {r['seconds']} s"))
-    _print_table(console, summary["models"], columns, fmt)
+    print_summary(summary["models"])
     console.print(f"results in {out}/ (summary.json, summary.md)")
 
 
@@ -75,14 +75,19 @@ def report_cmd(
     Console().print(f"wrote {page.path} ({len(page.images)} plots, {len(page.rows)} rows)")
 
 
-def _print_table(console, rows, columns, fmt) -> None:
+def print_summary(rows: list[dict], title: str | None = None) -> None:
+    """One table row per model: characters per token and bits per byte first, then the rest."""
+    from rich.console import Console
     from rich.table import Table
 
-    cols = columns(rows)
-    table = Table(show_header=True, header_style="bold")
+    from vocadapt.evaluate.runner import columns, fmt
+
+    first = [c for c in ("chars_per_token", "bits_per_byte") if any(c in r["metrics"] for r in rows)]
+    cols = first + [c for c in columns(rows) if c not in first]
+    table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("model")
     for c in cols:
         table.add_column(c, justify="right")
     for r in rows:
         table.add_row(r["model"], *[fmt(r["metrics"].get(c)) for c in cols])
-    console.print(table)
+    Console().print(table)

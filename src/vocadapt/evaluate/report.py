@@ -36,14 +36,9 @@ class Page:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise VocadaptError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-    return rows
+    from vocadapt.corpus import iter_jsonl_records
+
+    return [row for _, row in iter_jsonl_records(path)]
 
 
 def collect(dirs: list[str | Path]) -> tuple[list[dict], dict[str, list[dict]]]:

@@ -71,24 +71,28 @@ class InitContext:
         return self.memo[key]
 
 
-def column_stats(source: torch.Tensor, rows: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std (float32, shape (d,)) of ``source`` rows, computed in blocks."""
-    idx = torch.arange(source.shape[0]) if rows is None else torch.as_tensor(np.asarray(rows), dtype=torch.long)
+def column_stats(source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std (float32, shape (d,)) of the rows of ``source``, in blocks."""
     total = torch.zeros(source.shape[1], dtype=torch.float64)
     sq = torch.zeros_like(total)
-    for start in range(0, len(idx), BLOCK_ROWS):
-        block = source[idx[start : start + BLOCK_ROWS]].to(torch.float64)
+    for start in range(0, source.shape[0], BLOCK_ROWS):
+        block = source[start : start + BLOCK_ROWS].to(torch.float64)
         total += block.sum(0)
         sq += (block * block).sum(0)
-    n = max(len(idx), 1)
+    n = max(source.shape[0], 1)
     mean = total / n
     var = (sq / n - mean * mean).clamp_min(0.0)
     return mean.float(), var.sqrt().float()
 
 
-def random_rows(source: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """(n, d) float32 rows drawn from N(mean, std) of ``source``, per dimension."""
-    mean, std = column_stats(source)
+def random_rows(
+    source: torch.Tensor, n: int, generator: torch.Generator, stats: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """(n, d) float32 rows drawn from N(mean, std) of ``source``, per dimension.
+
+    ``stats``: the (mean, std) of :func:`column_stats`, when the caller already has them.
+    """
+    mean, std = stats if stats is not None else column_stats(source)
     return torch.randn(n, source.shape[1], generator=generator) * std + mean
 
 

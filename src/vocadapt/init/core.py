@@ -9,6 +9,7 @@ into place only when everything is written.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,6 +86,8 @@ def _assemble(
     # A method may produce a non-finite row on degenerate input; treat it as "no signal".
     for start in range(0, len(ok), BLOCK_ROWS):
         ok[start : start + BLOCK_ROWS] &= torch.isfinite(values[start : start + BLOCK_ROWS]).all(1)
+    # Fallback and padding both need the source's column statistics: one pass over the matrix.
+    source_stats = functools.cache(lambda: column_stats(source))
     missing = torch.nonzero(~ok).flatten()
     n_mean = 0
     if fallback == "mean" and len(missing):
@@ -95,7 +98,7 @@ def _assemble(
         missing = missing[~mean_rows.ok]
     n_fallback = len(missing)
     if n_fallback:
-        values[missing] = random_rows(source, n_fallback, ctx.generator(fallback_salt))
+        values[missing] = random_rows(source, n_fallback, ctx.generator(fallback_salt), source_stats())
     out = torch.empty(n_rows, source.shape[1], dtype=source.dtype)
     copied = torch.as_tensor(a.copied_ids, dtype=torch.long)
     copied_from = torch.as_tensor(a.copy_from[a.copied_ids], dtype=torch.long)
@@ -105,7 +108,7 @@ def _assemble(
     for start in range(0, len(new_ids), BLOCK_ROWS):
         out[new_ids[start : start + BLOCK_ROWS]] = values[start : start + BLOCK_ROWS].to(source.dtype)
     if n_rows > a.target_size:  # padding rows: never produced by the tokenizer; mean keeps them harmless
-        mean, _ = column_stats(source)
+        mean, _ = source_stats()
         out[a.target_size :] = mean.to(source.dtype)
     counts = {
         "copied": len(copied), "computed": int(ok.sum()), "fallback_mean": n_mean, "fallback": n_fallback,

@@ -73,22 +73,6 @@ def factorize(source: torch.Tensor, rank: int, block: int = 8192) -> tuple[torch
     return f, p
 
 
-def _parse_langs(words: list[str], langs: list[str] | None) -> tuple[list[str], list[int]]:
-    """Words with their 'lang:' prefix removed (only ``langs`` if given) and their row indices."""
-    from vocadapt.vectors.io import _LANG_PREFIX
-
-    out, rows = [], []
-    wanted = set(langs) if langs else None
-    for i, w in enumerate(words):
-        m = _LANG_PREFIX.match(w)
-        lang, word = (m.group(1), m.group(2)) if m else ("", w)
-        if wanted is not None and lang not in wanted:
-            continue
-        out.append(word.replace("$", " "))  # ColexNet marks multi-word keys with '$'
-        rows.append(i)
-    return out, rows
-
-
 def ofa_plan(ctx: InitContext, config: OfaConfig) -> SimilarityPlan:
     from vocadapt.init._similarity import log, token_vectors_from_words
     from vocadapt.vectors.io import load_vectors
@@ -101,10 +85,11 @@ def ofa_plan(ctx: InitContext, config: OfaConfig) -> SimilarityPlan:
     wv = load_vectors(config.vectors)
     sides = []
     for tok, langs, what in ((ctx.source_tokenizer, config.source_langs, "source"), (ctx.target_tokenizer, config.target_langs, "target")):
-        words, rows = _parse_langs(wv.words, langs)
-        if not words:
+        side = wv.select_languages(langs)
+        if not len(side):
             raise VocadaptError(f"ofa: no words of languages {langs} in {config.vectors} for the {what} tokenizer (languages present: {sorted(wv.languages())})")
-        vecs, has = token_vectors_from_words(tok, words, wv.matrix[rows], None, capitalized=True)
+        words = [w.replace("$", " ") for w in side.words]  # ColexNet marks multi-word keys with '$'
+        vecs, has = token_vectors_from_words(tok, words, side.matrix, None, capitalized=True)
         log.info("ofa: %s tokens with a vector: %d/%d (from %d words)", what, int(has.sum()), len(has), len(words))
         sides.append((vecs, has))
     (sv, sh), (tv, th) = sides

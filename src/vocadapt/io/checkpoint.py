@@ -34,6 +34,12 @@ TOKENIZER_FILES = {
 }
 
 
+def vocab_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The (sub)config that holds ``vocab_size``: multimodal configs nest it in ``text_config``."""
+    nested = config.get("text_config")
+    return nested if isinstance(nested, dict) and "vocab_size" in nested else config
+
+
 @cache
 def architectures() -> dict[str, dict[str, Any]]:
     text = resources.files("vocadapt").joinpath("_data/architectures.json").read_text(encoding="utf-8")
@@ -89,8 +95,7 @@ class Checkpoint:
 
     @property
     def text_config(self) -> dict[str, Any]:
-        """The config dict that holds vocab_size (multimodal configs nest it in text_config)."""
-        return self.config.get("text_config") or self.config
+        return vocab_config(self.config)
 
     def _find_vocab_tensors(self) -> VocabTensors:
         table = architectures()
@@ -159,7 +164,8 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def _converted_gguf(gguf_file: Path) -> Path:
-    from vocadapt.assets import cache_dir, file_sha256
+    from vocadapt.assets import cache_dir
+    from vocadapt.provenance import file_sha256
     from vocadapt.io.gguf import convert_gguf
 
     key = file_sha256(gguf_file, limit=16 << 20)[:16]
@@ -198,7 +204,7 @@ def write_checkpoint(
         (dest / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
     config = json.loads(json.dumps(src.config))
-    target = config.get("text_config") if "text_config" in config and "vocab_size" in config["text_config"] else config
+    target = vocab_config(config)
     for key, value in config_updates.items():
         if key == "vocab_size":
             target[key] = value

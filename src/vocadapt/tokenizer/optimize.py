@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocadapt.corpus import CorpusStats
+from vocadapt.corpus import CorpusStats, batched
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import check_output_dir
 from vocadapt.tokenizer import _common as C
@@ -41,15 +41,8 @@ def count_usage(tj: dict, texts: Iterator[str], batch: int = 512) -> Counter:
     """id -> number of times the tokenizer ``tj`` emits it on ``texts`` (no special tokens)."""
     tok = C.build_tokenizer(tj)
     counts: Counter = Counter()
-    buf: list[str] = []
-    for t in texts:
-        buf.append(t)
-        if len(buf) >= batch:
-            for e in tok.encode_batch(buf, add_special_tokens=False):
-                counts.update(e.ids)
-            buf = []
-    if buf:
-        for e in tok.encode_batch(buf, add_special_tokens=False):
+    for docs in batched(texts, batch):
+        for e in tok.encode_batch(docs, add_special_tokens=False):
             counts.update(e.ids)
     return counts
 

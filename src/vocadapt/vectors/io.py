@@ -28,7 +28,7 @@ import numpy as np
 from vocadapt.errors import VocadaptError
 
 FASTTEXT_MAGIC = 793712314
-_LANG_PREFIX = re.compile(r"^([a-z]{2,3}):(.+)$", re.S)
+_LANG_PREFIX = re.compile(r"^([a-z]{2,3}(?:_[A-Z][a-z]{3})?):(.+)$", re.S)  # "rus:", "rus_Cyrl:"
 
 
 @dataclass
@@ -85,24 +85,34 @@ class WordVectors:
             out[key] = out.get(key, 0) + 1
         return out
 
+    def select_languages(self, langs: list[str] | None) -> WordVectors:
+        """Keys of the languages ``langs`` (all keys when None), each with its ``lang:`` prefix
+        stripped; keys without a prefix count as language ''."""
+        wanted = set(langs) if langs else None
+        keep, words = [], []
+        for i, w in enumerate(self.words):
+            m = _LANG_PREFIX.match(w)
+            lang, word = (m.group(1), m.group(2)) if m else ("", w)
+            if wanted is None or lang in wanted:
+                keep.append(i)
+                words.append(word)
+        idx = np.asarray(keep, dtype=np.int64)
+        label = f"{self.source}[{','.join(sorted(wanted))}]" if wanted else self.source
+        return WordVectors(words, self.matrix[idx], self.counts[idx], label)
+
     def select_language(self, lang: str | None) -> WordVectors:
         """Only the keys ``lang:word`` (prefix stripped); a file without prefixes is returned as is."""
         if lang is None:
             return self
-        prefix = f"{lang}:"
-        keep = [i for i, w in enumerate(self.words) if w.startswith(prefix)]
-        if not keep:
-            langs = self.languages()
+        langs = self.languages()
+        if lang not in langs:
             if set(langs) == {""}:
                 return self  # a monolingual file: every key is in the one language
             raise VocadaptError(
                 f"word vectors {self.source} have no keys for language {lang!r} "
                 f"(prefixes present: {', '.join(sorted(k for k in langs if k)) or 'none'})"
             )
-        idx = np.asarray(keep)
-        return WordVectors(
-            [self.words[i][len(prefix) :] for i in keep], self.matrix[idx], self.counts[idx], f"{self.source}[{lang}]"
-        )
+        return self.select_languages([lang])
 
     def coverage(self, words: list[str]) -> tuple[int, int]:
         """(how many of ``words`` have a vector, how many were asked)."""

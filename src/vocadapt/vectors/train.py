@@ -31,43 +31,30 @@ def token_key(piece: str) -> str:
 
 
 def _cache_key(tokenizer: Any, files: list[Path], settings: dict[str, Any]) -> str:
+    from vocadapt.provenance import file_sha256
     from vocadapt.tokenizer.canonical import tokenizer_json
 
     h = hashlib.sha256()
     h.update(json.dumps(tokenizer_json(tokenizer), sort_keys=True).encode())
     h.update(json.dumps(settings, sort_keys=True).encode())
     for f in files:
-        h.update(str(f.name).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        h.update(f"{f.name}:{file_sha256(f)}".encode())
     return h.hexdigest()[:24]
 
 
 def tokenize_to_file(tokenizer: Any, corpus: Sequence[str | Path], out: Path, batch: int = 1000) -> tuple[int, int]:
     """Write the corpus tokenized (one document per line); returns (documents, tokens)."""
-    from vocadapt.corpus import iter_texts
+    from vocadapt.corpus import batched, iter_texts
 
     backend = tokenizer.backend_tokenizer
     n_docs = n_tok = 0
     with open(out, "w", encoding="utf-8") as fh:
-        buf: list[str] = []
-
-        def flush() -> None:
-            nonlocal n_docs, n_tok
-            for enc in backend.encode_batch(buf, add_special_tokens=False):
+        for docs in batched(iter_texts(list(corpus), errors="skip"), batch):
+            for enc in backend.encode_batch(docs, add_special_tokens=False):
                 toks = [token_key(t) for t in enc.tokens]
                 n_tok += len(toks)
                 fh.write(" ".join(toks) + "\n")
-            n_docs += len(buf)
-            buf.clear()
-
-        for doc in iter_texts(list(corpus), errors="skip"):
-            buf.append(doc)
-            if len(buf) >= batch:
-                flush()
-        if buf:
-            flush()
+            n_docs += len(docs)
     return n_docs, n_tok
 
 
