@@ -1,8 +1,8 @@
 """The ``vocadapt`` command line: a thin layer over the Python API.
 
 Each subcommand parses its options, calls one public function, and prints a short summary.
-Subcommand groups live in sibling modules that expose ``register(app)``; a
-:class:`~vocadapt.errors.VocadaptError` becomes one ``error: ...`` line and exit code 2.
+Subcommand groups live in sibling modules that expose ``register(app)``. What each kind of
+mistake prints, and its exit status, is the contract in :mod:`vocadapt.cli._contract`.
 """
 
 from __future__ import annotations
@@ -27,24 +27,21 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(f"vocadapt.cli.{_name}").register(app)
 
 
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Print the full traceback of an unexpected error (also: VOCADAPT_DEBUG=1)."),
+) -> None:
+    from vocadapt.cli import _contract
+
+    if debug:
+        _contract.STATE["debug"] = True
+        _contract.setup_logging(debug=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    from vocadapt.errors import VocadaptError
+    """Entry point: run the command; any failure exits with the contract's status."""
+    from vocadapt.cli._contract import run_app
 
-    try:
-        app(args=argv, standalone_mode=False)
-    except VocadaptError as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except (typer.Exit, SystemExit) as e:
-        code = getattr(e, "exit_code", getattr(e, "code", 0))
-        sys.exit(code or 0)
-    except Exception as e:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            typer.echo("aborted", err=True)
-            sys.exit(130)
-        raise
+    code = run_app(app, argv)
+    if code:
+        sys.exit(code)
