@@ -54,3 +54,25 @@ def target_tokenizers(workdir) -> dict[str, Path]:
         build(texts).save_pretrained(path)
         out[family] = path
     return out
+
+
+# The asset cache's folders of fetched assets (see vocadapt.assets); everything else a run puts
+# in the cache (fastText models, GGUF conversions, tokenized corpora, error logs) is derived.
+ASSET_FOLDERS = ("pip", "deb", "data", "models", "vectors")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_cache(tmp_path_factory):
+    """Point $VOCADAPT_CACHE at a temporary folder for the whole session, so the suite leaves the
+    user's cache untouched: the fetched assets are linked in (the real-asset tests read them, and
+    a first fetch still lands in the user's cache), derived files stay in the temporary folder."""
+    from vocadapt.assets import cache_dir
+
+    real = cache_dir()
+    tmp = tmp_path_factory.mktemp("cache")
+    for name in ASSET_FOLDERS:
+        (real / name).mkdir(exist_ok=True)
+        (tmp / name).symlink_to(real / name, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VOCADAPT_CACHE", str(tmp))
+        yield tmp

@@ -87,7 +87,8 @@ def _decoded_lines(path: Path, errors: str, stats: CorpusStats) -> Iterator[str]
                 where = f"{path}:{lineno} (byte offset {offset + e.start})"
                 if errors == "fail":
                     raise VocadaptError(
-                        f"non-UTF-8 bytes in {where}; pass errors='skip' (--skip-bad-lines) to drop such lines"
+                        f"non-UTF-8 bytes in {where}; to drop such lines pass --errors skip "
+                        "(errors: skip in a recipe, errors='skip' in Python)"
                     ) from None
                 stats.note_skip(where)
                 line = None

@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
 def eval_cmd(
     model_dirs: list[Path] = typer.Argument(..., help="Hugging Face model directories to evaluate."),
     text: list[Path] = typer.Option(None, "--text", help="Held-out text: files, dirs, .gz, JSONL (repeatable)."),
+    errors: str = typer.Option("fail", "--errors", help="Non-UTF-8 lines in --text: fail or skip."),
     tasks: str = typer.Option("bpb,copy,choice,speed", help="Comma-separated: bpb, copy, choice, summary, speed."),
     data: Path = typer.Option(None, "--data", help="Folder with task files choice*.jsonl, summary*.jsonl, ..."),
     out: Path = typer.Option(..., "--out", help="Output folder for results."),
@@ -36,6 +37,10 @@ def eval_cmd(
 
     from vocadapt.errors import VocadaptError
 
+    from vocadapt.evaluate.bpb import check_model_dir
+
+    for d in model_dirs:  # before reading text or creating OUT: the cheapest mistakes first
+        check_model_dir(d)
     console = Console()
     if lm_eval:
         from vocadapt.evaluate.lm_eval import run_lm_eval
@@ -46,10 +51,16 @@ def eval_cmd(
             for task, metrics in res.items():
                 console.print(f"{d.name} {task}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
         return
-    from vocadapt.corpus import read_texts
+    from vocadapt.corpus import CorpusStats, read_texts
     from vocadapt.evaluate.runner import EvalConfig, evaluate
 
-    texts = read_texts(text) if text else []
+    stats = CorpusStats()
+    texts = read_texts(text, errors=errors, stats=stats) if text else []
+    if stats.skipped_lines:
+        import logging
+
+        logging.getLogger("vocadapt").warning(
+            "skipped %d non-UTF-8 lines of --text (first: %s)", stats.skipped_lines, stats.skipped_examples[0])
     if not texts and any(t in tasks for t in ("bpb", "copy", "speed")) and not data:
         raise VocadaptError("give held-out text with --text")
     cfg = EvalConfig(max_length=max_length, batch_size=batch_size, dtype=dtype, max_docs=max_docs,

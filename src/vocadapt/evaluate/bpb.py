@@ -209,6 +209,32 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "float16": torch.float16, "fp16": torch.float16}
 
 
+def check_model_dir(model_dir: str | Path) -> Path:
+    """Cheap checks of a model folder before any output is written or any model loaded: a
+    readable ``config.json``, whole safetensors files that match the config, tokenizer files.
+    Each problem is a one-line :class:`VocadaptError` naming the file."""
+    from vocadapt.io.checkpoint import architectures, check_config_matches, read_config
+    from vocadapt.io.safetensors_stream import read_header
+    from vocadapt.tokenizer.load import check_tokenizer_dir
+
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise VocadaptError(f"model directory not found: {path}")
+    config = read_config(path)
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights and not any(path.glob("*.bin")):
+        raise VocadaptError(f"no model weights (*.safetensors) in {path}")
+    tensors = {}
+    for f in weights:
+        tensors.update(read_header(f)[0])  # a truncated or foreign file fails here
+    names = architectures().get(str(config.get("model_type")), {}).get("input", [])
+    found = next((n for n in names if n in tensors), None)
+    if found:
+        check_config_matches(path, config, found, tensors[found])
+    check_tokenizer_dir(path, f"the tokenizer of {path}")
+    return path
+
+
 def load_model(model_dir: str | Path, dtype: str | torch.dtype = "float32", device: str = "cpu"):
     """(model, tokenizer) from a Hugging Face model directory, in eval mode.
 
@@ -218,11 +244,7 @@ def load_model(model_dir: str | Path, dtype: str | torch.dtype = "float32", devi
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    path = Path(model_dir)
-    if not path.is_dir():
-        raise VocadaptError(f"model directory not found: {path}")
-    if not (path / "config.json").exists():
-        raise VocadaptError(f"{path} has no config.json: not a Hugging Face model directory")
+    path = check_model_dir(model_dir)
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             from vocadapt.errors import did_you_mean

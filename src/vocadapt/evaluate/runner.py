@@ -202,9 +202,10 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
     dirs = [Path(p) for p in model_dirs]
     if not dirs:
         raise VocadaptError("no model directory given")
+    from vocadapt.evaluate.bpb import check_model_dir
+
     for d in dirs:
-        if not d.is_dir():
-            raise VocadaptError(f"model directory not found: {d}")
+        check_model_dir(d)
     texts = [t for t in texts if t.strip()]
     if config.max_docs is not None:
         texts = texts[: config.max_docs]
@@ -217,7 +218,7 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
         if kind in tasks:
             find_datasets(inp.data_dir, kind)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # only now: every input has been checked
     rows = []
     for d, name in zip(dirs, _unique_names(dirs)):
         t0 = time.perf_counter()

@@ -67,12 +67,14 @@ class Checkpoint:
         if not (path / "config.json").is_file():
             raise VocadaptError(f"not a Hugging Face model directory (no config.json): {path}")
         self.path = path
-        self.config: dict[str, Any] = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        self.config: dict[str, Any] = read_config(path)
         self.tensors: dict[str, TensorInfo] = {}
         self.files: list[Path] = []
         self.index: dict[str, Any] | None = None
         if (path / INDEX_FILE).is_file():
-            self.index = json.loads((path / INDEX_FILE).read_text(encoding="utf-8"))
+            self.index = _read_json(path / INDEX_FILE)
+            if not isinstance(self.index.get("weight_map"), dict):
+                raise VocadaptError(f"{path / INDEX_FILE}: no weight_map: not a safetensors index")
             shard_names = sorted(set(self.index["weight_map"].values()))
             self.files = [path / s for s in shard_names]
         elif (path / SINGLE_FILE).is_file():
@@ -87,6 +89,7 @@ class Checkpoint:
             infos, _ = read_header(f)
             self.tensors.update(infos)
         self.vocab = self._find_vocab_tensors()
+        check_config_matches(path, self.text_config, self.vocab.input, self.tensors[self.vocab.input])
 
     # -- what the config says ----------------------------------------------------------------
     @property
@@ -153,6 +156,45 @@ class Checkpoint:
         """Files to carry over besides weights and tokenizer files (generation config, README...)."""
         skip = {f.name for f in self.files} | {INDEX_FILE, "config.json", "vocadapt.json"} | TOKENIZER_FILES
         return [f for f in sorted(self.path.iterdir()) if f.is_file() and f.name not in skip and not f.name.startswith(".")]
+
+
+def check_config_matches(model_dir: Path, config: dict[str, Any], name: str, embedding: TensorInfo) -> None:
+    """The config must describe the input embedding ``name``: a mismatch means mixed-up files,
+    and would otherwise surface (as a cryptic shape error) only after minutes of work."""
+    if len(embedding.shape) != 2:
+        raise VocadaptError(f"{embedding.file}: {name} is not a matrix but has shape {list(embedding.shape)}")
+    rows, width = embedding.shape
+    config = vocab_config(config)
+    vocab = config.get("vocab_size")
+    if isinstance(vocab, int) and vocab != rows:
+        raise VocadaptError(
+            f"{Path(model_dir) / 'config.json'} does not match the weights: vocab_size is {vocab} but {name} has {rows} rows"
+        )
+    # Models whose embedding width differs from the hidden size say so in the config.
+    if not any(k in config for k in ("embedding_size", "word_embed_proj_dim", "embed_dim")):
+        hidden = next((config[k] for k in ("hidden_size", "n_embd", "d_model") if isinstance(config.get(k), int)), None)
+        if hidden is not None and hidden != width:
+            raise VocadaptError(
+                f"{Path(model_dir) / 'config.json'} does not match the weights: hidden size is {hidden} but {name} is {width} wide"
+            )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise VocadaptError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise VocadaptError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_config(model_dir: Path) -> dict[str, Any]:
+    """``config.json`` of a model directory, with one-line errors for a missing or broken file."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise VocadaptError(f"not a Hugging Face model directory (no config.json): {model_dir}")
+    return _read_json(path)
 
 
 def resolve_model_dir(path: str | Path) -> Path:

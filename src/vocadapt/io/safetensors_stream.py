@@ -48,16 +48,41 @@ class TensorInfo:
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Parse a safetensors header: ({name: TensorInfo}, metadata)."""
+    """Parse a safetensors header: ({name: TensorInfo}, metadata).
+
+    A file that is not safetensors, or is cut short (an interrupted download or copy), is a
+    one-line :class:`VocadaptError` naming the file, before any tensor is read.
+    """
+    from vocadapt.errors import VocadaptError
+
+    path = Path(path)
+    size = path.stat().st_size
     with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(n))
+        raw = fh.read(8)
+        n = struct.unpack("<Q", raw)[0] if len(raw) == 8 else -1
+        if not 0 < n <= min(size - 8, 100 << 20):
+            raise VocadaptError(f"{path}: not a safetensors file (no valid header; {size} bytes)")
+        try:
+            header = json.loads(fh.read(n))
+            if not isinstance(header, dict):
+                raise ValueError("header is not a JSON object")
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise VocadaptError(f"{path}: not a safetensors file (header is not valid JSON: {e})") from None
     base = 8 + n
     meta = header.pop("__metadata__", {}) or {}
-    infos = {
-        name: TensorInfo(Path(path), h["dtype"], tuple(h["shape"]), base + h["data_offsets"][0], base + h["data_offsets"][1])
-        for name, h in header.items()
-    }
+    try:
+        infos = {
+            name: TensorInfo(path, h["dtype"], tuple(h["shape"]), base + h["data_offsets"][0], base + h["data_offsets"][1])
+            for name, h in header.items()
+        }
+    except (KeyError, TypeError, IndexError) as e:
+        raise VocadaptError(f"{path}: not a safetensors file (malformed tensor entry: {e})") from None
+    end = max((i.end for i in infos.values()), default=base)
+    if end > size:
+        raise VocadaptError(
+            f"{path}: truncated: the header describes {end} bytes but the file has {size} "
+            "(an interrupted download or copy? fetch or save it again)"
+        )
     return infos, meta
 
 

@@ -17,6 +17,32 @@ from vocadapt.errors import VocadaptError
 
 _GENERIC_CLASSES = (None, "TokenizersBackend", "PreTrainedTokenizerFast")
 
+# Files that hold a vocabulary; a folder with none of them holds no tokenizer.
+VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt")
+
+
+def check_tokenizer_dir(path: str | Path, what: str = "tokenizer") -> Path:
+    """``path`` if it looks like a tokenizer (a folder with vocabulary files, or a tokenizer.json);
+    else a one-line error naming what is missing. Cheap: nothing is loaded."""
+    p = Path(path)
+    if not p.exists():
+        raise VocadaptError(f"{what} not found: {p}")
+    if p.is_dir():
+        if not any((p / f).is_file() for f in VOCAB_FILES):
+            raise VocadaptError(f"{what} folder {p} holds no tokenizer: tokenizer.json is missing (nor any of {', '.join(VOCAB_FILES[1:])})")
+        if (p / "tokenizer.json").is_file():
+            _check_json(p / "tokenizer.json", what)
+    elif p.suffix == ".json":
+        _check_json(p, what)
+    return p
+
+
+def _check_json(path: Path, what: str) -> None:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise VocadaptError(f"{what} file {path} is not valid JSON ({e})") from None
+
 
 def _declares_generic_class(folder: Path) -> bool:
     cfg = folder / "tokenizer_config.json"
@@ -33,9 +59,7 @@ def load_tokenizer(path: str | Path, what: str = "tokenizer", *, require_fast: b
     """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    p = Path(path)
-    if not p.exists():
-        raise VocadaptError(f"{what} not found: {p}")
+    p = check_tokenizer_dir(path, what)
     try:
         if p.is_file() and p.suffix == ".json":
             tok = PreTrainedTokenizerFast(tokenizer_file=str(p))
@@ -44,7 +68,8 @@ def load_tokenizer(path: str | Path, what: str = "tokenizer", *, require_fast: b
         else:
             tok = AutoTokenizer.from_pretrained(str(p))
     except Exception as e:  # transformers raises many types for a broken folder
-        raise VocadaptError(f"cannot load {what} from {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        raise VocadaptError(f"cannot load {what} from {p}: {reason}") from None
     if require_fast and (not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer")):
         raise VocadaptError(f"{what} at {p} is not a fast tokenizer (tokenizer.json); convert it first")
     return tok
