@@ -26,7 +26,8 @@ def assert_clean_failure(code, err, out_dir, *needles):
     for n in needles:
         assert n in lines[0], lines[0]
     assert not out_dir.exists()
-    assert not any(p.name.startswith(f".{out_dir.name}.tmp") for p in out_dir.parent.iterdir())
+    if out_dir.parent.exists():
+        assert not any(p.name.startswith(f".{out_dir.name}.tmp") for p in out_dir.parent.iterdir())
 
 
 def test_missing_source(tmp_path, target_tokenizers, capsys):
@@ -123,3 +124,156 @@ def test_random_rows_follow_source_statistics():
     mean, std = column_stats(src)
     torch.testing.assert_close(rows.mean(0), mean, atol=0.3, rtol=0.05)
     torch.testing.assert_close(rows.std(0), std, atol=0.3, rtol=0.08)
+
+
+# -- corrupt or foreign inputs: one line naming the file, no output folder -----------------------
+
+@pytest.fixture
+def broken_model(tmp_path, source_models):
+    """A copy of a tiny llama whose files a test may damage."""
+    return _copy_model(source_models["llama-bytelevel-tied"], tmp_path / "model")
+
+
+def _eval(model, out, capsys, text):
+    return run_cli(["eval", str(model), "--text", str(text), "--tasks", "bpb", "--out", str(out)], capsys)
+
+
+@pytest.fixture
+def heldout(tmp_path):
+    path = tmp_path / "heldout.txt"
+    path.write_text("Привет, мир.\n%\nВторой документ.\n", encoding="utf-8")
+    return path
+
+
+def test_truncated_weights(broken_model, target_tokenizers, heldout, tmp_path, capsys):
+    weights = broken_model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    out = tmp_path / "out" / "adapted"
+    code, err = run_cli(["init", str(broken_model), str(target_tokenizers["byte_level"]), str(out)], capsys)
+    assert_clean_failure(code, err, out, str(weights), "truncated")
+    assert not (tmp_path / "out").exists()  # the parent it would have made is gone too
+    code, err = _eval(broken_model, out, capsys, heldout)
+    assert_clean_failure(code, err, out, str(weights), "truncated")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 20, b"<html>404 not found</html>" * 10,
+                                     (40).to_bytes(8, "little") + b"{not json" + b" " * 31])
+def test_weights_that_are_not_safetensors(broken_model, target_tokenizers, heldout, tmp_path, capsys, content):
+    (broken_model / "model.safetensors").write_bytes(content)
+    out = tmp_path / "out"
+    code, err = run_cli(["init", str(broken_model), str(target_tokenizers["byte_level"]), str(out)], capsys)
+    assert_clean_failure(code, err, out, "model.safetensors", "not a safetensors file")
+    code, err = _eval(broken_model, out, capsys, heldout)
+    assert_clean_failure(code, err, out, "model.safetensors", "not a safetensors file")
+
+
+@pytest.mark.parametrize("key,value,needle", [("vocab_size", 12345, "vocab_size is 12345"),
+                                              ("hidden_size", 48, "hidden size is 48")])
+def test_config_that_does_not_match_the_tensors(broken_model, target_tokenizers, heldout, tmp_path, capsys,
+                                                key, value, needle):
+    cfg = json.loads((broken_model / "config.json").read_text())
+    cfg[key] = value
+    (broken_model / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    code, err = run_cli(["init", str(broken_model), str(target_tokenizers["byte_level"]), str(out)], capsys)
+    assert_clean_failure(code, err, out, "config.json", "does not match the weights", needle)
+    code, err = _eval(broken_model, out, capsys, heldout)
+    assert_clean_failure(code, err, out, "config.json", "does not match the weights", needle)
+
+
+def test_broken_config_json(broken_model, heldout, tmp_path, capsys):
+    (broken_model / "config.json").write_text("{ oops")
+    out = tmp_path / "out"
+    code, err = _eval(broken_model, out, capsys, heldout)
+    assert_clean_failure(code, err, out, "config.json", "not valid JSON")
+
+
+def test_eval_on_a_folder_that_is_not_a_model(tmp_path, heldout, capsys):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("hello")
+    out = tmp_path / "out"
+    code, err = _eval(tmp_path / "notes", out, capsys, heldout)
+    assert_clean_failure(code, err, out, "no config.json", "notes")
+
+
+@pytest.mark.parametrize("missing", ["tokenizer.json", "all"])
+def test_tokenizer_folder_without_tokenizer_files(tmp_path, source_models, target_tokenizers, capsys, missing):
+    tok = _copy_model(target_tokenizers["byte_level"], tmp_path / "tok")
+    for f in tok.iterdir():
+        if missing == "all" or f.name == "tokenizer.json":
+            f.unlink()
+    out = tmp_path / "out"
+    code, err = run_cli(["init", str(source_models["gpt2-bytelevel-tied"]), str(tok), str(out)], capsys)
+    assert_clean_failure(code, err, out, str(tok), "tokenizer.json is missing")
+
+
+def test_model_without_tokenizer_for_eval(broken_model, heldout, tmp_path, capsys):
+    (broken_model / "tokenizer.json").unlink()
+    out = tmp_path / "out"
+    code, err = _eval(broken_model, out, capsys, heldout)
+    assert_clean_failure(code, err, out, "tokenizer.json is missing")
+
+
+def test_non_utf8_text_names_the_real_option(tmp_path, tiny_dir, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("Привет, мир.\n".encode() + b"\xff\xfe broken\n" + "Ещё строка.\n".encode())
+    out = tmp_path / "out"
+    code, err = run_cli(["tokenizer", "train", str(bad), "--out", str(out), "--vocab-size", "300"], capsys)
+    assert_clean_failure(code, err, out, "bad.txt:2", "--errors skip")
+    assert "--skip-bad-lines" not in err
+    code, err = run_cli(["eval", str(tiny_dir), "--text", str(bad), "--tasks", "bpb", "--out", str(out)], capsys)
+    assert_clean_failure(code, err, out, "--errors skip")
+    main(["eval", str(tiny_dir), "--text", str(bad), "--errors", "skip", "--tasks", "bpb", "--out", str(out),
+          "--max-length", "32"])
+    captured = capsys.readouterr()
+    assert "warning: skipped 1 non-UTF-8 lines of --text" in captured.err
+    assert json.loads((out / "summary.json").read_text())["n_docs"] == 1
+
+
+# -- outputs readable by the group -------------------------------------------------------------
+
+@pytest.mark.parametrize("mask,dir_mode,file_mode", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640), (0o077, 0o700, 0o600)])
+def test_atomic_dir_outputs_follow_the_umask(tmp_path, mask, dir_mode, file_mode):
+    import os
+    import stat
+
+    from vocadapt.io.atomic import atomic_dir
+
+    old = os.umask(mask)
+    try:
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "sub").mkdir()
+            (tmp / "sub" / "a.txt").write_text("x")
+            private = tmp / "weights.bin"  # the way save_pretrained leaves model.safetensors
+            private.write_bytes(b"x")
+            private.chmod(0o600)
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert modes == {"out": dir_mode, "sub": dir_mode, "a.txt": file_mode, "weights.bin": file_mode}
+
+
+def test_init_output_is_group_readable(tmp_path, source_models, target_tokenizers):
+    import os
+    import stat
+
+    from vocadapt.init import init_embeddings
+
+    old = os.umask(0o022)
+    try:
+        out = init_embeddings(source_models["llama-bytelevel-tied"], target_tokenizers["byte_level"], tmp_path / "m").out_dir
+    finally:
+        os.umask(old)
+    for p in [out, *out.rglob("*")]:
+        assert stat.S_IMODE(p.stat().st_mode) & 0o044 == 0o044, p
+
+
+def test_failed_init_removes_the_folders_it_made(tmp_path, source_models, target_tokenizers, capsys):
+    """An error inside the method (here: FOCUS's corpus is missing) comes after the output's
+    parent folders were made; they go with the temporary folder."""
+    out = tmp_path / "runs" / "ru" / "focus"
+    code, err = run_cli(["init", str(source_models["llama-bytelevel-tied"]), str(target_tokenizers["byte_level"]), str(out),
+                         "--method", "focus", "--aux-corpus", str(tmp_path / "nope.txt")], capsys)
+    assert_clean_failure(code, err, out, "nope.txt")
+    assert not (tmp_path / "runs").exists()
