@@ -9,13 +9,20 @@ DEMO_OUT ?= out/demo
 
 .PHONY: install demo test test-fast bench bench-tokenizer bench-quality clean
 
+# Installs stay quiet (pip's own output is pages long) but say what they do: the first `make`
+# takes a minute or two, mostly downloading torch and transformers.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	# The CPU wheel of torch; a bare `torch` requirement would pull several GB of CUDA packages.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[all,test]"
-	touch $(STAMP)
+	@echo "[1/4] creating $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "[2/4] upgrading pip"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@# The CPU wheel of torch; a bare `torch` requirement would pull several GB of CUDA packages.
+	@echo "[3/4] installing torch 2.13.0 (CPU wheel, ~200 MB download)"
+	@$(BIN)/python -m pip install --quiet torch==2.13.0
+	@echo "[4/4] installing vocadapt with all extras (transformers, tokenizers, fasttext, gensim, lm-eval, ...)"
+	@$(BIN)/python -m pip install --quiet -e ".[all,test]"
+	@touch $(STAMP)
+	@echo "installed: $(BIN)/vocadapt"
 
 install: $(STAMP)
 

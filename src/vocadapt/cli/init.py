@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         from vocadapt.options import parse_options
 
         spec = get_method(method)
+        _check_typos(ctx, spec.config)
         options = parse_options(list(ctx.args), spec.config, method)
         report = init_embeddings(
             source_model, target_tokenizer, out_dir, method,
@@ -48,6 +49,20 @@ def register(app: typer.Typer) -> None:
             table.add_row(matrix, *(str(c[k]) for k in cols))
         Console().print(table)
         typer.echo(f"wrote {report.out_dir}")
+
+    def _check_typos(ctx: typer.Context, config: type) -> None:
+        """Method options pass through unparsed; a near-miss of init's own options (--sed) is a typo."""
+        import dataclasses
+
+        from vocadapt.errors import VocadaptError, did_you_mean
+
+        own = [o for p in ctx.command.params for o in getattr(p, "opts", []) if o.startswith("--")]
+        fields = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(config)}
+        for arg in ctx.args:
+            name = arg.split("=", 1)[0]
+            hint = did_you_mean(name, own) if name.startswith("--") and name not in fields else ""
+            if hint:
+                raise VocadaptError(f"no such option: {name}{hint}")
 
     @app.command("methods")
     def methods_cmd(

@@ -133,7 +133,7 @@ def window_logprobs(model, windows: list[list[int]], n_scored: list[int], *, bat
 
 def document_logprobs(model, tokenizer, texts: list[str], *, max_length: int = 1024,
                       stride: int | None = None, batch_size: int = 8, progress: bool = False,
-                      ) -> tuple[list[torch.Tensor], list[int], list[bool]]:
+                      desc: str = "scoring") -> tuple[list[torch.Tensor], list[int], list[bool]]:
     """Per-document token log-probabilities (nats), token counts and start-token flags.
 
     ``result[0][d]`` has shape ``(n_tokens_d,)`` when a start token exists, else
@@ -148,7 +148,7 @@ def document_logprobs(model, tokenizer, texts: list[str], *, max_length: int = 1
             scored.append(k)
             owner.append(d)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    lps = window_logprobs(model, windows, scored, batch_size=batch_size, pad_id=pad, progress=progress)
+    lps = window_logprobs(model, windows, scored, batch_size=batch_size, pad_id=pad, progress=progress, desc=desc)
     per_doc: list[list[torch.Tensor]] = [[] for _ in texts]
     for d, lp in zip(owner, lps):
         per_doc[d].append(lp)  # windows of one document stay in order
@@ -158,7 +158,8 @@ def document_logprobs(model, tokenizer, texts: list[str], *, max_length: int = 1
 
 
 def bits_per_byte(model, tokenizer, texts: list[str], *, max_length: int = 1024,
-                  stride: int | None = None, batch_size: int = 8, progress: bool = False) -> BpbResult:
+                  stride: int | None = None, batch_size: int = 8, progress: bool = False,
+                  desc: str = "bits per byte") -> BpbResult:
     """Bits per UTF-8 byte of ``texts`` under ``model`` (see the module docstring).
 
     ``max_length``: tokens per window (including the start token); ``stride``: tokens between
@@ -171,8 +172,8 @@ def bits_per_byte(model, tokenizer, texts: list[str], *, max_length: int = 1024,
     model.eval()
     try:
         doc_lps, n_tokens, has_start = document_logprobs(
-            model, tokenizer, texts, max_length=max_length, stride=stride, batch_size=batch_size, progress=progress
-        )
+            model, tokenizer, texts, max_length=max_length, stride=stride, batch_size=batch_size, progress=progress,
+            desc=desc)
     finally:
         model.train(was_training)
     nll_bits = -sum(float(lp.double().sum()) for lp in doc_lps) / LN2
@@ -192,11 +193,9 @@ def bits_per_byte(model, tokenizer, texts: list[str], *, max_length: int = 1024,
 
 
 def _progress(items, enabled: bool, desc: str):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
+    from vocadapt.progress import bar
 
-    return tqdm(items, desc=desc, unit="batch")
+    return bar(items, desc=desc, unit="batch", enabled=enabled)
 
 
 # --------------------------------------------------------------------------------------------

@@ -110,7 +110,8 @@ class HFLM:
     def loglikelihood_rolling(self, texts: list[str]) -> list[float]:
         """log p(text) in nats for each whole text (start token in front, sliding windows)."""
         lps, _, _ = document_logprobs(self.model, self.tokenizer, texts, max_length=self.max_length,
-                                      batch_size=self.batch_size, progress=self.progress)
+                                      batch_size=self.batch_size, progress=self.progress,
+                                      desc=f"{self.name} loglikelihood_rolling")
         return [float(lp.double().sum()) for lp in lps]
 
     @torch.no_grad()
@@ -121,11 +122,9 @@ class HFLM:
         tok = self.tokenizer
         device = next(self.model.parameters()).device
         out = []
-        items = requests
-        if self.progress:
-            from tqdm.auto import tqdm
+        from vocadapt.progress import bar
 
-            items = tqdm(requests, desc=f"{self.name} generate", unit="prompt")
+        items = bar(requests, desc=f"{self.name} generate", unit="prompt", enabled=self.progress)
         for prompt, args in items:
             ids = self._encode_context(prompt)[-self.max_length:]
             input_ids = torch.tensor([ids], device=device)

@@ -93,7 +93,7 @@ def _bpb(lm, inp: TaskInput) -> dict:
     from vocadapt.evaluate.bpb import bits_per_byte
 
     r = bits_per_byte(lm.model, lm.tokenizer, _need_texts(inp, "bpb"), max_length=inp.config.max_length,
-                      batch_size=inp.config.batch_size, progress=inp.config.progress)
+                      batch_size=inp.config.batch_size, progress=inp.config.progress, desc=f"{lm.name}: bits per byte")
     return {"bpb": {"metrics": r.as_dict(), "samples": []}}
 
 
@@ -195,6 +195,7 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
     """Run ``tasks`` on every model, write ``out`` (see module docstring) and return the summary
     ``{"models": [{"model", "path", "metrics": row, "seconds"}], "tasks": [...]}``."""
     from vocadapt.evaluate.lm import HFLM
+    from vocadapt.progress import step
     from vocadapt.provenance import write_provenance
 
     config = config or EvalConfig()
@@ -222,6 +223,7 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
     rows = []
     for d, name in zip(dirs, _unique_names(dirs)):
         t0 = time.perf_counter()
+        step(f"eval: loading {name} ({d})")
         lm = HFLM.from_dir(d, dtype=config.dtype, name=name, max_length=config.max_length,
                            batch_size=config.batch_size, seed=config.seed, progress=config.progress)
         results: dict[str, dict] = {}

@@ -148,6 +148,7 @@ def token_vectors_from_words(
     *,
     capitalized: bool = False,
     batch: int = 50_000,
+    desc: str = "token vectors from words",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(vocab x dim) token vectors and a (vocab,) mask of tokens that got one.
 
@@ -155,7 +156,10 @@ def token_vectors_from_words(
     see :func:`word_variants`) contains it, weighted by ``counts`` (WECHSEL) or uniformly (OFA,
     ``counts=None``). Words are tokenized by the fast tokenizer in batches, with no special
     tokens and no added prefix space (so ``w`` and `` w`` give mid-word and word-start pieces).
+    ``desc`` labels the progress bar (which method, which side).
     """
+    from vocadapt.progress import bar
+
     from scipy import sparse
 
     from vocadapt.tokenizer.align import RawEncoder
@@ -165,7 +169,9 @@ def token_vectors_from_words(
     n_vocab = vocab_size(tokenizer)
     skip = special_ids(tokenizer) | ({enc.unk_id} if enc.unk_id is not None else set())
     rows_list, cols_list = [], []
+    progress = bar(total=len(words), desc=desc, unit="word", unit_scale=True)
     for s in range(0, len(words), batch):
+        progress.update(min(batch, len(words) - s))
         texts, owner = [], []
         for j, w in enumerate(words[s : s + batch]):
             for v in word_variants(w, capitalized):
@@ -176,6 +182,7 @@ def token_vectors_from_words(
         ids = np.fromiter((t for e in encs for t in e.ids), dtype=np.int64, count=int(lens.sum()))
         rows_list.append(ids)
         cols_list.append(np.repeat(np.asarray(owner, dtype=np.int64), lens))
+    progress.close()
     tok = np.concatenate(rows_list) if rows_list else np.zeros(0, np.int64)
     word = np.concatenate(cols_list) if cols_list else np.zeros(0, np.int64)
     keep = (tok >= 0) & (tok < n_vocab)
@@ -217,16 +224,14 @@ def token_vectors_from_subwords(tokenizer: Any, fasttext_model: Any) -> tuple[to
 
 def check_signal(method: str, n_new: int, ok: torch.Tensor, why: str, suggestion: str = "mean") -> None:
     """Never a silent all-random init: raise when nothing got a signal, warn when most did not."""
-    import warnings
-
     from vocadapt.errors import VocadaptError
 
     got = int(ok.sum())
     if n_new and got == 0:
         raise VocadaptError(f"{method}: none of the {n_new} new tokens has a signal ({why}); try --method {suggestion}")
     if n_new and got < n_new / 2:
-        warnings.warn(
-            f"{method}: {n_new - got} of {n_new} new tokens have no signal ({why}) and get the fallback (random noise, or the FVT mean with --fallback mean)",
-            stacklevel=3,
+        log.warning(
+            "%s: %d of %d new tokens have no signal (%s) and get the fallback (random noise, or the FVT mean with --fallback mean)",
+            method, n_new - got, n_new, why,
         )
     log.info("%s: %d of %d new tokens computed, %d fallback", method, got, n_new, n_new - got)

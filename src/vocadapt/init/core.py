@@ -10,6 +10,7 @@ into place only when everything is written.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from vocadapt.init.registry import get_method
 from vocadapt.io.atomic import atomic_dir
 from vocadapt.io.checkpoint import Checkpoint, write_checkpoint
 from vocadapt.io.safetensors_stream import TensorInfo, read_header, write_file
+from vocadapt.progress import model_name, step
 from vocadapt.provenance import write_provenance
 from vocadapt.tokenizer.align import align_vocabularies, read_mapping
 from vocadapt.tokenizer.canonical import vocab_size
@@ -30,6 +32,7 @@ from vocadapt.tokenizer.load import load_tokenizer
 
 
 FALLBACKS = ("random", "mean")
+log = logging.getLogger("vocadapt")
 
 
 @dataclass
@@ -157,9 +160,7 @@ def init_embeddings(
     alignment = align_vocabularies(src_tok, tgt_tok, mapping=read_mapping(target_dir))
     if alignment.copied_ids.size == 0:
         # Not fatal for every method (random needs nothing), but worth saying.
-        import warnings
-
-        warnings.warn("target vocabulary shares no token with the source; nothing is copied", stacklevel=2)
+        log.warning("target vocabulary shares no token with the source; nothing is copied")
     n_rows = alignment.target_size
     if pad_to_multiple_of:
         n_rows = -(-n_rows // pad_to_multiple_of) * pad_to_multiple_of
@@ -171,8 +172,11 @@ def init_embeddings(
         if isinstance(tid, int) and f"{role}_token_id" in ckpt.config:
             config_updates[f"{role}_token_id"] = tid
 
+    step(f"init {method}: {model_name(ckpt.path)} with the {model_name(target_tokenizer)} tokenizer, "
+         f"{int((alignment.copy_from < 0).sum())} new rows of {n_rows}")
     with atomic_dir(out_dir, overwrite=overwrite) as staging:
         replacements, counts = _new_vocab_tensors(ckpt, ctx, spec, config, n_src, n_rows, staging, fallback)
+        step(f"init {method}: writing {out_dir}")
         write_checkpoint(ckpt, staging, replacements, config_updates)
         for spill in staging.glob(".spill-*.safetensors"):
             spill.unlink()

@@ -75,6 +75,7 @@ def factorize(source: torch.Tensor, rank: int, block: int = 8192) -> tuple[torch
 
 def ofa_plan(ctx: InitContext, config: OfaConfig) -> SimilarityPlan:
     from vocadapt.init._similarity import log, token_vectors_from_words
+    from vocadapt.progress import step
     from vocadapt.vectors.io import load_vectors
 
     if not config.vectors:
@@ -82,6 +83,7 @@ def ofa_plan(ctx: InitContext, config: OfaConfig) -> SimilarityPlan:
             "ofa needs multilingual word vectors: give --vectors FILE (keys 'lang:word'; "
             "`vocadapt vectors align SRC TGT --dictionary D --multilingual --out FILE` makes one)"
         )
+    step(f"ofa: loading word vectors {config.vectors}")
     wv = load_vectors(config.vectors)
     sides = []
     for tok, langs, what in ((ctx.source_tokenizer, config.source_langs, "source"), (ctx.target_tokenizer, config.target_langs, "target")):
@@ -89,7 +91,8 @@ def ofa_plan(ctx: InitContext, config: OfaConfig) -> SimilarityPlan:
         if not len(side):
             raise VocadaptError(f"ofa: no words of languages {langs} in {config.vectors} for the {what} tokenizer (languages present: {sorted(wv.languages())})")
         words = [w.replace("$", " ") for w in side.words]  # ColexNet marks multi-word keys with '$'
-        vecs, has = token_vectors_from_words(tok, words, side.matrix, None, capitalized=True)
+        vecs, has = token_vectors_from_words(tok, words, side.matrix, None, capitalized=True,
+                                             desc=f"ofa: {what} token vectors from {','.join(langs or [])} words")
         log.info("ofa: %s tokens with a vector: %d/%d (from %d words)", what, int(has.sum()), len(has), len(words))
         sides.append((vecs, has))
     (sv, sh), (tv, th) = sides
@@ -104,6 +107,9 @@ def ofa_init(ctx: InitContext, source: torch.Tensor, config: OfaConfig) -> Rows:
     plan: SimilarityPlan = ctx.cached("ofa/plan", lambda: ofa_plan(ctx, config))
     if config.rank == "full":
         return Rows(sparse_combine(source, plan.index, plan.weights), plan.ok.clone())
+    from vocadapt.progress import step
+
+    step(f"ofa: factorizing the {ctx.matrix} embedding ({source.shape[0]} x {source.shape[1]}) at rank {config.rank}")
     f, p = factorize(source, int(config.rank))
     coords = sparse_combine(f, plan.index, plan.weights)  # (n_new, k)
     if config.keep_factorized:

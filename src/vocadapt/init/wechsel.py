@@ -53,14 +53,15 @@ class SimilarityPlan:
     stats: dict
 
 
-def token_vectors(tokenizer, wv, *, subword_info: str, weighted: bool, capitalized: bool = False):
+def token_vectors(tokenizer, wv, *, subword_info: str, weighted: bool, capitalized: bool = False,
+                  desc: str = "token vectors from words"):
     """(vocab x dim) vectors and mask for a tokenizer's tokens in the space of ``wv``."""
     from vocadapt.init._similarity import token_vectors_from_subwords, token_vectors_from_words
 
     if subword_info == "auto" and wv.has_subword_info:
         return token_vectors_from_subwords(tokenizer, wv.fasttext_model)
     return token_vectors_from_words(
-        tokenizer, wv.words, wv.matrix, wv.counts if weighted else None, capitalized=capitalized
+        tokenizer, wv.words, wv.matrix, wv.counts if weighted else None, capitalized=capitalized, desc=desc
     )
 
 
@@ -108,14 +109,19 @@ def wechsel_plan(ctx: InitContext, config: WechselConfig) -> SimilarityPlan:
             f"wechsel needs word vectors of both languages: give {' and '.join(missing)} "
             "(and --dictionary to align them; see `vocadapt vectors align`)"
         )
+    from vocadapt.progress import step
+
+    step(f"wechsel: loading word vectors {config.source_vectors} and {config.target_vectors}")
     src = load_vectors(config.source_vectors, lang=config.source_lang)
     tgt = load_vectors(config.target_vectors, lang=config.target_lang)
     if src.dim != tgt.dim:
         raise VocadaptError(
             f"wechsel: source vectors have dimension {src.dim} but target vectors {tgt.dim}; they must match to be aligned"
         )
-    src_vecs, src_has = token_vectors(ctx.source_tokenizer, src, subword_info=config.subword_info, weighted=True)
-    tgt_vecs, tgt_has = token_vectors(ctx.target_tokenizer, tgt, subword_info=config.subword_info, weighted=True)
+    src_vecs, src_has = token_vectors(ctx.source_tokenizer, src, subword_info=config.subword_info, weighted=True,
+                                      desc="wechsel: source token vectors from source words")
+    tgt_vecs, tgt_has = token_vectors(ctx.target_tokenizer, tgt, subword_info=config.subword_info, weighted=True,
+                                      desc="wechsel: target token vectors from target words")
     report: dict = {}
     if config.dictionary:
         w, report = fit_alignment(src, tgt, read_dictionary(config.dictionary), normalize=config.normalize_alignment)

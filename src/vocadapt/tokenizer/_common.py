@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocadapt.corpus import CorpusStats, iter_texts
+from vocadapt.corpus import CorpusStats, iter_texts, list_files
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import atomic_dir
 from vocadapt.tokenizer.align import SPECIAL_ROLES
@@ -158,13 +158,45 @@ class CorpusOptions:
     show_progress: bool = True
 
     def reader(self, corpus: Sequence[str | Path], stats: CorpusStats) -> Callable[[], Iterator[str]]:
-        """A re-startable stream of the corpus documents; ``stats`` describes the latest pass."""
+        """A re-startable stream of the corpus documents; ``stats`` describes the latest pass.
+        A missing corpus path fails here, before any work."""
+        list_files(corpus)
 
         def texts() -> Iterator[str]:
             stats.__init__()  # type: ignore[misc]  # count the last pass only
             return iter_texts(corpus, text_field=self.text_field, errors=self.errors, stats=stats, max_chars=self.max_chars)
 
         return texts
+
+
+def rust_progress(show_progress: bool) -> bool:
+    """Whether the tokenizers trainers may draw their own bars: they draw them on stdout, and
+    where stdout is not a terminal they print only blank lines. :func:`announced` says what
+    happens in any case."""
+    import sys
+
+    return show_progress and sys.stdout.isatty()
+
+
+def announced(texts: Iterator[str], what: str, enabled: bool = True) -> Iterator[str]:
+    """``texts``, after a line saying what is trained; off a terminal also a line when the corpus
+    is read (the trainer then learns the vocabulary, with no bar of its own there)."""
+    from vocadapt.progress import step
+
+    if not enabled:
+        return texts
+    step(f"{what}: reading the corpus")
+    if rust_progress(enabled):
+        return texts
+
+    def with_end_note() -> Iterator[str]:
+        n = 0
+        for text in texts:
+            n += 1
+            yield text
+        step(f"{what}: learning the vocabulary from {n} documents")
+
+    return with_end_note()
 
 
 def training_pre_tokenizer(tj: dict) -> dict | None:

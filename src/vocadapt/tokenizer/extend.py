@@ -89,12 +89,12 @@ def _train_target(tj: dict, texts: TextSource, size: int, cfg: ExtendConfig, kin
             vocab_size=size,
             min_frequency=cfg.min_frequency,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if bytelevel else [],
-            show_progress=cfg.show_progress,
+            show_progress=C.rust_progress(cfg.show_progress),
             **flags,
         )
     elif kind == "Unigram":
         model = {"type": "Unigram", "vocab": [], "unk_id": None}
-        trainer = trainers.UnigramTrainer(vocab_size=size, show_progress=cfg.show_progress, max_piece_length=16)
+        trainer = trainers.UnigramTrainer(vocab_size=size, show_progress=C.rust_progress(cfg.show_progress), max_piece_length=16)
     else:  # WordPiece
         prefix = src_model.get("continuing_subword_prefix", "##")
         model = {
@@ -102,10 +102,11 @@ def _train_target(tj: dict, texts: TextSource, size: int, cfg: ExtendConfig, kin
             "continuing_subword_prefix": prefix, "max_input_chars_per_word": src_model.get("max_input_chars_per_word", 100),
         }
         trainer = trainers.WordPieceTrainer(
-            vocab_size=size, min_frequency=cfg.min_frequency, show_progress=cfg.show_progress, continuing_subword_prefix=prefix
+            vocab_size=size, min_frequency=cfg.min_frequency, show_progress=C.rust_progress(cfg.show_progress), continuing_subword_prefix=prefix
         )
     tok = C.build_tokenizer(C.empty_tokenizer_like(tj, model))
-    tok.train_from_iterator(texts(), trainer=trainer)
+    tok.train_from_iterator(C.announced(texts(), f"tokenizer: training {size} {kind} target tokens", cfg.show_progress),
+                            trainer=trainer)
     return json.loads(tok.to_str())["model"]
 
 

@@ -175,7 +175,7 @@ def train_tokenizer(
             min_frequency=cfg.min_frequency,
             special_tokens=specials,
             initial_alphabet=alphabet,
-            show_progress=cfg.show_progress,
+            show_progress=C.rust_progress(cfg.show_progress),
             **opts,
         )
     else:
@@ -183,12 +183,13 @@ def train_tokenizer(
             vocab_size=budget,
             special_tokens=specials,
             initial_alphabet=alphabet,
-            show_progress=cfg.show_progress,
+            show_progress=C.rust_progress(cfg.show_progress),
             max_piece_length=16,
             **({"unk_token": unk} if unk else {}),
         )
     stats = CorpusStats()
-    texts = cfg.reader(corpus, stats)()
+    texts = C.announced(cfg.reader(corpus, stats)(), f"tokenizer train: {cfg.vocab_size} {cfg.kind} tokens"
+                        + (f" for {out}" if out is not None else ""), cfg.show_progress)
     tok.train_from_iterator(texts, trainer=trainer)
 
     import json

@@ -45,11 +45,14 @@ def _cache_key(tokenizer: Any, files: list[Path], settings: dict[str, Any]) -> s
 def tokenize_to_file(tokenizer: Any, corpus: Sequence[str | Path], out: Path, batch: int = 1000) -> tuple[int, int]:
     """Write the corpus tokenized (one document per line); returns (documents, tokens)."""
     from vocadapt.corpus import batched, iter_texts
+    from vocadapt.progress import bar
 
     backend = tokenizer.backend_tokenizer
     n_docs = n_tok = 0
-    with open(out, "w", encoding="utf-8") as fh:
+    progress = bar(desc="fastText: tokenizing the corpus", unit="doc", unit_scale=True)
+    with open(out, "w", encoding="utf-8") as fh, progress:
         for docs in batched(iter_texts(list(corpus), errors="skip"), batch):
+            progress.update(len(docs))
             for enc in backend.encode_batch(docs, add_special_tokens=False):
                 toks = [token_key(t) for t in enc.tokens]
                 n_tok += len(toks)
@@ -92,6 +95,8 @@ def train_token_vectors(
 
     import fasttext
 
+    from vocadapt.progress import step
+
     fasttext.FastText.eprint = lambda *a, **k: None
     with tempfile.TemporaryDirectory(prefix="vocadapt-ft-") as tmp:
         text = Path(tmp) / "tokenized.txt"
@@ -101,6 +106,7 @@ def train_token_vectors(
                 f"corpus too small to train fastText: {n_tok} tokens in {n_docs} documents "
                 f"(need well over min_count={min_count} occurrences per token type); give more text or lower min_count"
             )
+        step(f"fastText: training {dim}-d CBOW vectors on {n_tok} tokens ({epochs} epochs, {threads} threads; cached after)")
         try:
             model = fasttext.train_unsupervised(
                 str(text), model="cbow", dim=dim, epoch=epochs, minCount=min_count, neg=10,
