@@ -76,3 +76,10 @@ def hermetic_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VOCADAPT_CACHE", str(tmp))
         yield tmp
+    # Derived files are large (a fastText model is ~1 GB with its subword buckets) and pytest
+    # keeps the last few temporary folders: free them now.
+    import shutil
+
+    for entry in tmp.iterdir():
+        if not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()

@@ -21,10 +21,13 @@ def run_cli(args, capsys):
 
 def assert_clean_failure(code, err, out_dir, *needles):
     assert code == 2
+    # One `error:` line, last; what comes before it can only be the progress lines of steps
+    # that had started (`init mean: ...`), never a traceback or a second error.
     lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert lines[-1].startswith("error: "), err
+    assert not any(ln.startswith(("error", "Traceback", "  File")) for ln in lines[:-1]), err
     for n in needles:
-        assert n in lines[0], lines[0]
+        assert n in lines[-1], lines[-1]
     assert not out_dir.exists()
     if out_dir.parent.exists():
         assert not any(p.name.startswith(f".{out_dir.name}.tmp") for p in out_dir.parent.iterdir())

@@ -180,18 +180,26 @@ def rust_progress(show_progress: bool) -> bool:
 
 def announced(texts: Iterator[str], what: str, enabled: bool = True) -> Iterator[str]:
     """``texts``, after a line saying what is trained; off a terminal also a line when the corpus
-    is read (the trainer then learns the vocabulary, with no bar of its own there)."""
+    is read (the trainer then learns the vocabulary, with no bar of its own there).
+
+    The first document is read before anything is said, so an empty or unreadable corpus is
+    the only line the user sees.
+    """
+    import itertools
+
     from vocadapt.progress import step
 
+    texts = iter(texts)
+    head = list(itertools.islice(texts, 1))
     if not enabled:
-        return texts
+        return itertools.chain(head, texts)
     step(f"{what}: reading the corpus")
     if rust_progress(enabled):
-        return texts
+        return itertools.chain(head, texts)
 
     def with_end_note() -> Iterator[str]:
         n = 0
-        for text in texts:
+        for text in itertools.chain(head, texts):
             n += 1
             yield text
         step(f"{what}: learning the vocabulary from {n} documents")
