@@ -280,3 +280,20 @@ def test_failed_init_removes_the_folders_it_made(tmp_path, source_models, target
                          "--method", "focus", "--aux-corpus", str(tmp_path / "nope.txt")], capsys)
     assert_clean_failure(code, err, out, "nope.txt")
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_suite_writes_derived_files_only_under_its_temporary_cache(hermetic_cache, tmp_path):
+    """conftest's hermetic_cache: fastText models, GGUF conversions, tokenized corpora and error
+    logs go to a pytest folder; only the fetched assets are the user's (linked, read)."""
+    from vocadapt.assets import cache_dir
+    from vocadapt.vectors.train import train_token_vectors
+    import factories as fx
+
+    assert cache_dir() == hermetic_cache
+    for name in ("fasttext", "converted", "tokenized", "logs"):
+        assert not (cache_dir() / name).is_symlink()
+    text = tmp_path / "t.txt"
+    text.write_text("\n\n".join(fx.corpus("ru", 200, seed=5)), encoding="utf-8")
+    tok = fx.byte_level_bpe(fx.corpus("ru", 200, seed=5))
+    path = train_token_vectors([text], tok, dim=8, epochs=1, min_count=2, threads=1)
+    assert path.is_relative_to(hermetic_cache / "fasttext")
