@@ -24,7 +24,7 @@ from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import atomic_dir
 from vocadapt.tokenizer.align import SPECIAL_ROLES
 from vocadapt.tokenizer.canonical import SPIECE_SPACE as SP_SPACE
-from vocadapt.tokenizer.canonical import components, detect_family
+from vocadapt.tokenizer.canonical import check_id_layout, components, detect_family, model_vocab
 
 VOCAB_MAPPING_FILE = "vocab_mapping.json"
 
@@ -168,16 +168,55 @@ class CorpusOptions:
 
 
 def training_pre_tokenizer(tj: dict) -> dict | None:
-    """The pre-tokenizer to train with.
+    """The pre-tokenizer to train with: the source's, made to split words the way it marks them.
 
-    Llama-2-style tokenizers have no pre-tokenizer: SentencePiece splits at '▁' implicitly. A
-    trainer given whole documents as one "word" would learn merges across words, so for those
-    we train with an explicit split before each '▁' (the output keeps the source's null).
+    SentencePiece-style tokenizers never let a piece cross a word start, but their
+    ``tokenizer.json`` often does not say so: Llama-2's legacy files have no pre-tokenizer (the
+    normalizer writes '▁'), current Llama-2/Mistral conversions use ``Metaspace`` with
+    ``split: false``, Gemma a Replace normalizer. A trainer given whole documents as one "word"
+    learns merges across words (``ка▁``, ``.▁``) that pre-empt the source's own merges, so for
+    the metaspace family we train with an explicit split before each '▁' (the word-start mark
+    stays at the front, as in the source's pieces). The output keeps the source's pre-tokenizer.
     """
     pre = tj.get("pre_tokenizer")
-    if pre is None and detect_family(tj).kind == "metaspace":
-        return {"type": "Split", "pattern": {"String": SP_SPACE}, "behavior": "MergedWithNext", "invert": False}
-    return pre
+    if detect_family(tj).kind != "metaspace":
+        return pre
+    split = {"type": "Split", "pattern": {"String": SP_SPACE}, "behavior": "MergedWithNext", "invert": False}
+    if pre is None:
+        return split
+    pre = copy.deepcopy(pre)
+    for c in components(pre):
+        if c.get("type") == "Metaspace":
+            c["split"] = True
+    return {"type": "Sequence", "pretokenizers": [pre, split]}
+
+
+def absorb_added_tokens(tj: dict) -> int:
+    """Give every added token that the model vocabulary lacks its id there too; return the
+    first free id. In place.
+
+    Llama-3, Qwen and Gemma keep (some) special tokens only in ``added_tokens``, after the model
+    ids. The ``tokenizers`` library numbers such tokens from the model's size when it loads a
+    file, so appending model ids would move every one of them (``<|im_start|>`` 151644 ->
+    155644). Made part of the model vocabulary at their own ids, they stay put; the added-token
+    matcher still finds them before the model runs, so encoding does not change.
+    """
+    n = check_id_layout(tj, "source tokenizer")
+    model = tj["model"]
+    vocab = model_vocab(tj)
+    missing = sorted((int(t["id"]), t["content"]) for t in tj.get("added_tokens", []) if t["content"] not in vocab)
+    if not missing:
+        return n
+    if model["type"] == "Unigram":
+        # Unigram ids are list positions: the added ids must follow the pieces without a gap.
+        if [i for i, _ in missing] != list(range(len(model["vocab"]), n)):
+            raise VocadaptError("this Unigram tokenizer has added tokens between its pieces; cannot place new pieces after them")
+        # Scored below every piece: only the added-token matcher ever produces them.
+        low = min((sc for _, sc in model["vocab"]), default=0.0) - 10.0
+        model["vocab"] = model["vocab"] + [[c, low] for _, c in missing]
+    else:
+        model["vocab"] = {**model["vocab"], **{c: i for i, c in missing}}
+    return n
 
 
 def empty_tokenizer_like(tj: dict, model: dict) -> dict:
