@@ -77,6 +77,25 @@ def load_source(source: str | Path) -> SourceTokenizer:
     return SourceTokenizer(path=p, json=tj, hf_kwargs=_hf_kwargs(p) if p.is_dir() else {})
 
 
+def embedding_rows(src: SourceTokenizer) -> int | None:
+    """The model's embedding rows (``vocab_size`` in a ``config.json`` beside the tokenizer), or
+    None for a bare tokenizer. Refuses a tokenizer with more ids than the model has rows."""
+    from vocadapt.io.checkpoint import vocab_config
+    from vocadapt.tokenizer.canonical import vocab_size
+
+    cfg_path = src.path / "config.json" if src.path is not None and src.path.is_dir() else None
+    if cfg_path is None or not cfg_path.is_file():
+        return None
+    rows = vocab_config(json.loads(cfg_path.read_text(encoding="utf-8"))).get("vocab_size")
+    n_ids = vocab_size(src.json)
+    if isinstance(rows, int) and n_ids > rows:
+        raise VocadaptError(
+            f"{src.path}: the tokenizer has {n_ids} ids but the model's embedding has {rows} rows (config.json "
+            "vocab_size): tokenizer and model do not match; use the model's own tokenizer"
+        )
+    return rows if isinstance(rows, int) else None
+
+
 def _hf_kwargs(directory: Path) -> dict[str, Any]:
     """Special-token roles, chat template and max length of an HF tokenizer directory."""
     out: dict[str, Any] = {}

@@ -39,7 +39,7 @@ from vocadapt.corpus import CorpusStats, read_texts
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import check_output_dir
 from vocadapt.tokenizer import _common as C
-from vocadapt.tokenizer.canonical import canonical_token, detect_family, model_vocab, touches_script
+from vocadapt.tokenizer.canonical import canonical_token, check_id_layout, detect_family, model_vocab, touches_script
 
 MERGE_ORDERS = ("needed-first", "new-first", "old-first")
 
@@ -304,6 +304,8 @@ def extend_tokenizer(
     cfg = config or ExtendConfig(add=add)
     corpus = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
     src = C.load_source(source)
+    check_id_layout(src.json, str(source))
+    rows = C.embedding_rows(src)  # refuses a vocabulary larger than the model's embedding
     stats = CorpusStats()
     tj, new_tokens, info = extend_json(src.json, cfg.reader(corpus, stats), cfg.add, cfg)
     n_total = C.build_tokenizer(tj).get_vocab_size(with_added_tokens=True)
@@ -311,6 +313,8 @@ def extend_tokenizer(
         "family": src.family,
         "source_vocab_size": C.build_tokenizer(src.json).get_vocab_size(with_added_tokens=True),
         "vocab_size": n_total,
+        # `vocadapt init` keeps these rows and grows the model's vocab_size only past them.
+        "model_embedding_rows": rows,
         **info,
         "corpus": asdict(stats),
     }

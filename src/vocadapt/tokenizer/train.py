@@ -21,7 +21,7 @@ from vocadapt.corpus import CorpusStats
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import check_output_dir
 from vocadapt.tokenizer import _common as C
-from vocadapt.tokenizer.canonical import model_vocab
+from vocadapt.tokenizer.canonical import check_id_layout, model_vocab
 
 KINDS = ("bpe", "unigram")
 
@@ -122,6 +122,7 @@ def train_tokenizer(
 
     if cfg.like:
         src = C.load_source(cfg.like)
+        check_id_layout(src.json, f"--like {cfg.like}")
         base = src.json
         hf_kwargs = src.hf_kwargs
         family = src.family
