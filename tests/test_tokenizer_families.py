@@ -215,3 +215,23 @@ def test_mismatched_mapping_refused(layouts, extended, tmp_path):
     with pytest.raises(VocadaptError, match="does not match these tokenizers"):
         init_embeddings(layouts["llama3"], tok, tmp_path / "m", "mean")
     assert not (tmp_path / "m").exists()
+
+
+def test_unigram_like_bytelevel_uses_sentencepiece_conventions(layouts, ru_corpus, tmp_path):
+    src = layouts["smollm2"]
+    cfg = TrainConfig(kind="unigram", vocab_size=500, like=str(src), show_progress=False)
+    r = train_tokenizer(ru_corpus, config=cfg, out=tmp_path / "u")
+    tok, source = load_tokenizer(r["out"]), load_tokenizer(src)
+    assert r["family"] == "sentencepiece-bpe" and r["tokenizer_json"]["model"]["byte_fallback"]
+    specials = [t for t in source.all_special_tokens]
+    assert [tok.convert_tokens_to_ids(t) for t in specials] == [source.convert_tokens_to_ids(t) for t in specials]
+    assert tok.chat_template == source.chat_template and tok.eos_token == source.eos_token
+    assert any(t.startswith("▁") for t in tok.get_vocab()) and not any(t.startswith("Ġ") for t in tok.get_vocab())
+    default = train_tokenizer(ru_corpus, config=TrainConfig(kind="unigram", vocab_size=500, show_progress=False))
+    n_like = len(tok.encode(RUSSIAN, add_special_tokens=False))
+    from vocadapt.tokenizer import _common as C
+
+    n_default = len(C.build_tokenizer(default["tokenizer_json"]).encode(RUSSIAN, add_special_tokens=False).ids)
+    assert n_like <= n_default + 1  # as good as the SentencePiece-style default (same corpus and size)
+    for s in MIXED:
+        assert tok.decode(_ids(tok, s)) == s
