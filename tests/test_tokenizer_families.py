@@ -151,8 +151,11 @@ def test_touches_script_on_byte_pieces():
     assert touches_script(CanonicalToken(" п".encode()[:2], True), cyr)  # ' ' + lead byte of a Cyrillic letter
     assert not touches_script(CanonicalToken(b"and", True), cyr)
     assert not touches_script(CanonicalToken("é".encode()[:1], False), cyr)  # lead byte of Latin-1 letters
+    from vocadapt.tokenizer.extend import script_filter
+
     with pytest.raises(VocadaptError, match="unknown Unicode script"):
-        extend_tokenizer.__globals__["script_filter"](ExtendConfig(script="Klingonish"), lambda: iter(["x"]))
+        script_filter(ExtendConfig(script="Klingonish"), lambda: iter(["x"]))
+    assert script_filter(ExtendConfig(), lambda: iter(["Привет, мир! ok"]))[0] == "Cyrillic"
 
 
 # ---------------------------------------------------------------- bad input

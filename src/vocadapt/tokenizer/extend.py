@@ -1,7 +1,13 @@
 """``extend``: append N tokens learned on the target corpus to a model's own tokenizer.
 
-Every original token keeps its id and string; new tokens get ids after the old maximum, so an
-embedding matrix grows by appending rows (``vocab_mapping.json`` says which rows are old).
+Every original token keeps its id and string; new tokens get ids after the largest id in use
+(special and added tokens included: Llama-3 and Qwen keep theirs after the BPE ids), so an
+embedding matrix grows by appending rows (``vocab_mapping.json`` says which rows are old). See
+``docs/tokenizers.md`` for the layouts of real families.
+
+``script`` (default ``auto``: the corpus's most common script): only tokens and merges whose
+text contains a character of that Unicode script are added, so text without it (English, code)
+encodes to exactly the same ids as before; ``any`` adds whatever the corpus yields.
 
 BPE (byte-level and SentencePiece-style): a target BPE is trained with the source's own
 normalizer and pre-tokenizer, so its pieces are spelled like the source's. Its tokens that the
