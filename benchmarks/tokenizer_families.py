@@ -118,7 +118,10 @@ def bert_xlmr_layouts(texts: list[str], root: Path) -> dict[str, Path]:
     t.train_from_iterator(texts, trainers.WordPieceTrainer(
         vocab_size=16000, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], initial_alphabet=CYRILLIC,
         show_progress=False))
-    out = {"bert-layout": _save(json.loads(t.to_str()), root / "bert", unk_token="[UNK]", pad_token="[PAD]",
+    bert = json.loads(t.to_str())
+    for c in CYRILLIC:  # continuation forms too, as in BERT's vocabulary
+        bert["model"]["vocab"].setdefault(f"##{c}", len(bert["model"]["vocab"]))
+    out = {"bert-layout": _save(bert, root / "bert", unk_token="[UNK]", pad_token="[PAD]",
                                 cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")}
     u = Tokenizer(models.Unigram())
     u.normalizer = normalizers.NFKC()
