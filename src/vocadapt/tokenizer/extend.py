@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -45,7 +46,16 @@ from vocadapt.corpus import CorpusStats, read_texts
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import check_output_dir
 from vocadapt.tokenizer import _common as C
-from vocadapt.tokenizer.canonical import canonical_token, check_id_layout, detect_family, model_vocab, touches_script
+from vocadapt.tokenizer.canonical import (
+    canonical_token,
+    check_id_layout,
+    detect_family,
+    model_vocab,
+    script_chars,
+    touches_script,
+)
+
+log = logging.getLogger("vocadapt")
 
 MERGE_ORDERS = ("needed-first", "new-first", "old-first")
 
@@ -98,10 +108,6 @@ def detect_script(texts: Iterator[str]) -> str:
 
 def script_filter(cfg: ExtendConfig, texts: TextSource) -> tuple[str, Callable[[str], bool] | None]:
     """``cfg.script`` as (script name, text predicate); the predicate is None for ``any``."""
-    import logging
-
-    from vocadapt.tokenizer.canonical import script_chars
-
     if cfg.script == "any":
         return "any", None
     name = detect_script(texts()) if cfg.script == "auto" else cfg.script
@@ -109,7 +115,6 @@ def script_filter(cfg: ExtendConfig, texts: TextSource) -> tuple[str, Callable[[
         has = script_chars(name)
     except ValueError as e:
         raise VocadaptError(f"--script: {e}") from None
-    log = logging.getLogger("vocadapt")
     log.info("extend: adding only tokens that contain %s characters (--script any adds any token)", name)
     if name == "Latin":
         log.warning("extend: the target script is Latin; English text will change too")
@@ -195,7 +200,8 @@ def extend_json(tj: dict, texts: TextSource, add: int, cfg: ExtendConfig) -> tup
     """Extend tokenizer JSON ``tj`` by up to ``add`` tokens learned from ``texts()``.
 
     Returns (new JSON, new token strings in id order, info). Old ids are untouched; new ids
-    start after the largest id in use (special and added tokens included). ``texts`` is called once per training attempt (re-streamed).
+    start after the largest id in use (special and added tokens included). ``texts`` is called
+    once per training attempt (re-streamed).
     """
     if add <= 0:
         raise VocadaptError(f"--add must be a positive number of tokens, not {add}")
