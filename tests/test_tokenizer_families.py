@@ -238,3 +238,14 @@ def test_unigram_like_bytelevel_uses_sentencepiece_conventions(layouts, ru_corpu
     assert n_like <= n_default + 1  # as good as the SentencePiece-style default (same corpus and size)
     for s in MIXED:
         assert tok.decode(_ids(tok, s)) == s
+
+
+def test_cli_bad_layout_is_one_line(layouts, ru_corpus, tmp_path, capsys):
+    from vocadapt.cli import main
+
+    bad = _edit_tokenizer(layouts["qwen3"], tmp_path / "bad", lambda tj: tj["added_tokens"][1].update(id=7))
+    with pytest.raises(SystemExit) as e:
+        main(["tokenizer", "extend", str(bad), str(ru_corpus), "--add", "10", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and "gives to" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
