@@ -168,10 +168,13 @@ def test_extend_keeps_old_ids(tmp_path, corpus, sources, family):
     r = extend_tokenizer(src, corpus, config=ExtendConfig(add=60, show_progress=False), out=tmp_path / "x")
     old, new = _vocab(src), _vocab(r["out"])
     assert all(new[t] == i for t, i in old.items())  # every old string keeps its id
-    assert len(new) == len(old) + 60 == r["vocab_size"]
+    # Only Cyrillic-bearing tokens are added by default; the small corpus may support a few less.
+    n_add = r["added"]
+    assert 50 <= n_add <= 60 and (n_add == 60 or "warning" in r)
+    assert len(new) == len(old) + n_add == r["vocab_size"]
     assert sorted(new.values()) == list(range(len(new)))
     mapping = json.loads((tmp_path / "x" / C.VOCAB_MAPPING_FILE).read_text())["new_to_old"]
-    assert mapping[: len(old)] == list(range(len(old))) and mapping[len(old):] == [None] * 60
+    assert mapping[: len(old)] == list(range(len(old))) and mapping[len(old):] == [None] * n_add
     tok = AutoTokenizer.from_pretrained(r["out"])
     assert len(tok) == len(new)
     if family != "wordpiece":  # WordPiece normalizes and drops whitespace by design

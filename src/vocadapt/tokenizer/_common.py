@@ -24,7 +24,7 @@ from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import atomic_dir
 from vocadapt.tokenizer.align import SPECIAL_ROLES
 from vocadapt.tokenizer.canonical import SPIECE_SPACE as SP_SPACE
-from vocadapt.tokenizer.canonical import components, detect_family
+from vocadapt.tokenizer.canonical import check_id_layout, components, detect_family, model_vocab
 
 VOCAB_MAPPING_FILE = "vocab_mapping.json"
 
@@ -75,6 +75,25 @@ def load_source(source: str | Path) -> SourceTokenizer:
     if not isinstance(tj, dict) or "model" not in tj:
         raise VocadaptError(f"{tj_path}: not a tokenizer.json (no 'model' section)")
     return SourceTokenizer(path=p, json=tj, hf_kwargs=_hf_kwargs(p) if p.is_dir() else {})
+
+
+def embedding_rows(src: SourceTokenizer) -> int | None:
+    """The model's embedding rows (``vocab_size`` in a ``config.json`` beside the tokenizer), or
+    None for a bare tokenizer. Refuses a tokenizer with more ids than the model has rows."""
+    from vocadapt.io.checkpoint import vocab_config
+    from vocadapt.tokenizer.canonical import vocab_size
+
+    cfg_path = src.path / "config.json" if src.path is not None and src.path.is_dir() else None
+    if cfg_path is None or not cfg_path.is_file():
+        return None
+    rows = vocab_config(json.loads(cfg_path.read_text(encoding="utf-8"))).get("vocab_size")
+    n_ids = vocab_size(src.json)
+    if isinstance(rows, int) and n_ids > rows:
+        raise VocadaptError(
+            f"{src.path}: the tokenizer has {n_ids} ids but the model's embedding has {rows} rows (config.json "
+            "vocab_size): tokenizer and model do not match; use the model's own tokenizer"
+        )
+    return rows if isinstance(rows, int) else None
 
 
 def _hf_kwargs(directory: Path) -> dict[str, Any]:
@@ -208,16 +227,55 @@ def announced(texts: Iterator[str], what: str, enabled: bool = True) -> Iterator
 
 
 def training_pre_tokenizer(tj: dict) -> dict | None:
-    """The pre-tokenizer to train with.
+    """The pre-tokenizer to train with: the source's, made to split words the way it marks them.
 
-    Llama-2-style tokenizers have no pre-tokenizer: SentencePiece splits at '▁' implicitly. A
-    trainer given whole documents as one "word" would learn merges across words, so for those
-    we train with an explicit split before each '▁' (the output keeps the source's null).
+    SentencePiece-style tokenizers never let a piece cross a word start, but their
+    ``tokenizer.json`` often does not say so: Llama-2's legacy files have no pre-tokenizer (the
+    normalizer writes '▁'), current Llama-2/Mistral conversions use ``Metaspace`` with
+    ``split: false``, Gemma a Replace normalizer. A trainer given whole documents as one "word"
+    learns merges across words (``ка▁``, ``.▁``) that pre-empt the source's own merges, so for
+    the metaspace family we train with an explicit split before each '▁' (the word-start mark
+    stays at the front, as in the source's pieces). The output keeps the source's pre-tokenizer.
     """
     pre = tj.get("pre_tokenizer")
-    if pre is None and detect_family(tj).kind == "metaspace":
-        return {"type": "Split", "pattern": {"String": SP_SPACE}, "behavior": "MergedWithNext", "invert": False}
-    return pre
+    if detect_family(tj).kind != "metaspace":
+        return pre
+    split = {"type": "Split", "pattern": {"String": SP_SPACE}, "behavior": "MergedWithNext", "invert": False}
+    if pre is None:
+        return split
+    pre = copy.deepcopy(pre)
+    for c in components(pre):
+        if c.get("type") == "Metaspace":
+            c["split"] = True
+    return {"type": "Sequence", "pretokenizers": [pre, split]}
+
+
+def absorb_added_tokens(tj: dict) -> int:
+    """Give every added token that the model vocabulary lacks its id there too; return the
+    first free id. In place.
+
+    Llama-3, Qwen and Gemma keep (some) special tokens only in ``added_tokens``, after the model
+    ids. The ``tokenizers`` library numbers such tokens from the model's size when it loads a
+    file, so appending model ids would move every one of them (``<|im_start|>`` 151644 ->
+    155644). Made part of the model vocabulary at their own ids, they stay put; the added-token
+    matcher still finds them before the model runs, so encoding does not change.
+    """
+    n = check_id_layout(tj, "source tokenizer")
+    model = tj["model"]
+    vocab = model_vocab(tj)
+    missing = sorted((int(t["id"]), t["content"]) for t in tj.get("added_tokens", []) if t["content"] not in vocab)
+    if not missing:
+        return n
+    if model["type"] == "Unigram":
+        # Unigram ids are list positions: the added ids must follow the pieces without a gap.
+        if [i for i, _ in missing] != list(range(len(model["vocab"]), n)):
+            raise VocadaptError("this Unigram tokenizer has added tokens between its pieces; cannot place new pieces after them")
+        # Scored below every piece: only the added-token matcher ever produces them.
+        low = min((sc for _, sc in model["vocab"]), default=0.0) - 10.0
+        model["vocab"] = model["vocab"] + [[c, low] for _, c in missing]
+    else:
+        model["vocab"] = {**model["vocab"], **{c: i for i, c in missing}}
+    return n
 
 
 def empty_tokenizer_like(tj: dict, model: dict) -> dict:

@@ -198,6 +198,22 @@ def read_mapping(target_dir: str | Path | None) -> dict[int, int] | None:
     return {int(k): int(v) for k, v in raw.items() if v is not None}
 
 
+def check_mapping(mapping: dict[int, int], source: Any, target: Any, where: str | Path = MAPPING_FILE) -> None:
+    """Refuse a ``vocab_mapping.json`` that belongs to another tokenizer pair: every mapped id
+    must exist on both sides and name the same token string (what extend/optimize write)."""
+    from vocadapt.errors import VocadaptError
+
+    src = {i: t for t, i in source.get_vocab().items()}
+    tgt = {i: t for t, i in target.get_vocab().items()}
+    for new, old in sorted(mapping.items()):
+        if new not in tgt or old not in src or tgt[new] != src[old]:
+            found = f"{tgt.get(new)!r} vs {src.get(old)!r}"
+            raise VocadaptError(
+                f"{where} does not match these tokenizers: target id {new} -> source id {old} ({found}); "
+                "it was written for another source or target: rebuild the tokenizer or delete the file"
+            )
+
+
 def align_vocabularies(
     source: Any,
     target: Any,

@@ -165,6 +165,43 @@ def canonical_token(piece: str, family: Family) -> CanonicalToken:
     return CanonicalToken(piece.encode("utf-8"), False)
 
 
+def check_id_layout(spec: dict[str, Any], what: str = "tokenizer") -> int:
+    """Validate how a ``tokenizer.json`` dict lays out its ids; return the first free id.
+
+    Real families differ (SmolLM2 puts specials first inside the BPE vocabulary, Llama-3 and
+    Qwen put them after it as added tokens, Gemma has both), but every layout vocadapt can extend
+    satisfies: an added token's id is either its own string's id in the model vocabulary or one
+    the model does not use, and the ids in use are exactly ``0 .. max``. The ``tokenizers``
+    library re-numbers added tokens that are not in the model vocabulary to follow it, so a hole
+    or a clash would silently move special tokens.
+    """
+    from vocadapt.errors import VocadaptError
+
+    model = model_vocab(spec)
+    by_id = {i: t for t, i in model.items()}
+    if len(by_id) != len(model):
+        raise VocadaptError(f"{what}: two vocabulary entries share an id; the tokenizer.json is corrupt")
+    for t in spec.get("added_tokens", []):
+        tid, content = int(t["id"]), t["content"]
+        owner = by_id.get(tid)
+        if owner is not None and owner != content:
+            raise VocadaptError(
+                f"{what}: special/added token {content!r} has id {tid}, which the vocabulary gives to {owner!r}; "
+                "special tokens must keep their own ids (fix the tokenizer.json first)"
+            )
+        if content in model and model[content] != tid:
+            raise VocadaptError(f"{what}: added token {content!r} has id {tid} but id {model[content]} in the vocabulary")
+        by_id[tid] = content
+    n = max(by_id) + 1 if by_id else 0
+    if len(by_id) != n:
+        holes = sorted(set(range(n)) - set(by_id))
+        raise VocadaptError(
+            f"{what}: ids {holes[0]}..{holes[-1]} ({len(holes)} ids) belong to no token (added tokens with "
+            "non-contiguous ids); vocadapt needs every id below the largest to be a token: renumber the added tokens"
+        )
+    return n
+
+
 def vocab_size(tokenizer: Any) -> int:
     """Number of ids the tokenizer can produce: max id + 1 (added tokens included)."""
     vocab = get_vocab(tokenizer)
@@ -214,6 +251,49 @@ def render(token: CanonicalToken, family: Family) -> str:
         return text if token.word_start else family.continuing_prefix + text
     return text
 
+
+
+def script_chars(script: str):
+    """A predicate ``str -> bool``: does the text contain a character of Unicode ``script``
+    (e.g. ``"Cyrillic"``, ``"Han"``)? Raises ``ValueError`` for an unknown script name."""
+    import regex
+
+    try:
+        pattern = regex.compile(rf"\p{{Script={script}}}")
+    except regex.error:
+        raise ValueError(f"unknown Unicode script {script!r} (examples: Cyrillic, Greek, Arabic, Han)") from None
+    return lambda text: pattern.search(text) is not None
+
+
+def touches_script(token: CanonicalToken, has_script) -> bool:
+    """Can ``token`` only occur in text that contains a character of the script ``has_script``
+    (see :func:`script_chars`)? True when its bytes hold a complete character of the script, or
+    end in the first bytes of one (a byte-level token cut inside a character). Tokens for which
+    this holds never fire on text without that script, which is what keeps English untouched.
+    """
+    raw = token.text
+    text = raw.decode("utf-8", "ignore")
+    if has_script(text):
+        return True
+    # A trailing partial character: its lead byte and maybe some continuation bytes.
+    for k in range(1, 4):
+        if len(raw) < k:
+            break
+        tail = raw[-k:]
+        if tail[0] >= 0xC0:  # a lead byte: complete it with continuation bytes and look
+            need = 2 if tail[0] < 0xE0 else 3 if tail[0] < 0xF0 else 4
+            if need <= k:
+                break
+            lo = tail + b"\x80" * (need - k)
+            hi = tail + b"\xbf" * (need - k)
+            try:
+                first, last = ord(lo.decode("utf-8")), ord(hi.decode("utf-8"))
+            except UnicodeDecodeError:
+                return False
+            return any(has_script(chr(c)) for c in range(first, last + 1))
+        if tail[0] < 0x80:
+            break
+    return False
 
 
 def byte_token_ids(tokenizer: Any) -> set[int]:

@@ -1,7 +1,13 @@
 """``extend``: append N tokens learned on the target corpus to a model's own tokenizer.
 
-Every original token keeps its id and string; new tokens get ids after the old maximum, so an
-embedding matrix grows by appending rows (``vocab_mapping.json`` says which rows are old).
+Every original token keeps its id and string; new tokens get ids after the largest id in use
+(special and added tokens included: Llama-3 and Qwen keep theirs after the BPE ids), so an
+embedding matrix grows by appending rows (``vocab_mapping.json`` says which rows are old). See
+``docs/tokenizers.md`` for the layouts of real families.
+
+``script`` (default ``auto``: the corpus's most common script): only tokens and merges whose
+text contains a character of that Unicode script are added, so text without it (English, code)
+encodes to exactly the same ids as before; ``any`` adds whatever the corpus yields.
 
 BPE (byte-level and SentencePiece-style): a target BPE is trained with the source's own
 normalizer and pre-tokenizer, so its pieces are spelled like the source's. Its tokens that the
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -39,7 +46,16 @@ from vocadapt.corpus import CorpusStats, read_texts
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import check_output_dir
 from vocadapt.tokenizer import _common as C
-from vocadapt.tokenizer.canonical import model_vocab, vocab_size
+from vocadapt.tokenizer.canonical import (
+    canonical_token,
+    check_id_layout,
+    detect_family,
+    model_vocab,
+    script_chars,
+    touches_script,
+)
+
+log = logging.getLogger("vocadapt")
 
 MERGE_ORDERS = ("needed-first", "new-first", "old-first")
 
@@ -53,9 +69,56 @@ class ExtendConfig(C.CorpusOptions):
         default="needed-first", metadata={"help": "needed-first (default), new-first (LEP paper) or old-first"}
     )
     min_frequency: int = field(default=2, metadata={"help": "a pair must occur this often to become a token"})
+    script: str = field(
+        default="auto",
+        metadata={
+            "help": "add only tokens and merges containing this Unicode script (e.g. Cyrillic), so text "
+            "without it encodes exactly as before; auto: the corpus's most common script; any: no restriction"
+        },
+    )
 
 
 TextSource = Callable[[], Iterator[str]]
+
+_SCRIPT_SAMPLE_CHARS = 1_000_000
+
+
+def detect_script(texts: Iterator[str]) -> str:
+    """The most common Unicode script among the letters of the first ~1M characters (e.g. "Cyrillic")."""
+    import unicodedata
+    from collections import Counter
+
+    counts: Counter = Counter()
+    seen = 0
+    for doc in texts:
+        for ch in doc:
+            if ch.isalpha():
+                counts[ch] += 1
+        seen += len(doc)
+        if seen >= _SCRIPT_SAMPLE_CHARS:
+            break
+    by_script: Counter = Counter()
+    for ch, n in counts.items():
+        word = unicodedata.name(ch, "UNKNOWN").split()[0]
+        by_script[{"CJK": "Han"}.get(word, word.title())] += n
+    if not by_script:
+        raise VocadaptError("the corpus has no letters to detect its script from; pass --script NAME or --script any")
+    return by_script.most_common(1)[0][0]
+
+
+def script_filter(cfg: ExtendConfig, texts: TextSource) -> tuple[str, Callable[[str], bool] | None]:
+    """``cfg.script`` as (script name, text predicate); the predicate is None for ``any``."""
+    if cfg.script == "any":
+        return "any", None
+    name = detect_script(texts()) if cfg.script == "auto" else cfg.script
+    try:
+        has = script_chars(name)
+    except ValueError as e:
+        raise VocadaptError(f"--script: {e}") from None
+    log.info("extend: adding only tokens that contain %s characters (--script any adds any token)", name)
+    if name == "Latin":
+        log.warning("extend: the target script is Latin; English text will change too")
+    return name, has
 
 
 def _needed_merges(target_merges: list[tuple[str, str]], new_tokens: list[str], prefix: str) -> set[tuple[str, str]]:
@@ -110,6 +173,23 @@ def _train_target(tj: dict, texts: TextSource, size: int, cfg: ExtendConfig, kin
     return json.loads(tok.to_str())["model"]
 
 
+def _reachable(target: dict, candidates: list[str], taken: set[str], wanted: Callable[[str], bool]) -> list[str]:
+    """The candidates that are ``wanted`` and, for BPE, still derivable when only wanted tokens
+    are added: every merge on a token's path must make an old or an accepted token (training
+    order lists parts before results, so one pass suffices)."""
+    if target["type"] != "BPE":
+        return [t for t in candidates if wanted(t)]
+    producer = C.merge_producers(C.bpe_merges(target), target.get("continuing_subword_prefix") or "")
+    accepted: list[str] = []
+    have = set(taken)
+    for t in candidates:
+        parts = producer.get(t, ())
+        if wanted(t) and all(p in have for p in parts):
+            accepted.append(t)
+            have.add(t)
+    return accepted
+
+
 def _target_candidates(model: dict) -> list[str]:
     """Target tokens in the order they should be added (training order / best score first)."""
     if model["type"] == "Unigram":
@@ -121,7 +201,8 @@ def extend_json(tj: dict, texts: TextSource, add: int, cfg: ExtendConfig) -> tup
     """Extend tokenizer JSON ``tj`` by up to ``add`` tokens learned from ``texts()``.
 
     Returns (new JSON, new token strings in id order, info). Old ids are untouched; new ids
-    start at ``vocab_size(tj)``. ``texts`` is called once per training attempt (re-streamed).
+    start after the largest id in use (special and added tokens included). ``texts`` is called
+    once per training attempt (re-streamed).
     """
     if add <= 0:
         raise VocadaptError(f"--add must be a positive number of tokens, not {add}")
@@ -135,10 +216,14 @@ def extend_json(tj: dict, texts: TextSource, add: int, cfg: ExtendConfig) -> tup
         raise VocadaptError(f"a {family} tokenizer cannot be extended (only BPE, Unigram and WordPiece models can)")
     if tj["model"].get("dropout"):
         raise VocadaptError("a BPE tokenizer with dropout cannot be extended deterministically; remove dropout first")
-    old_vocab = model_vocab(tj)
-    taken = set(old_vocab) | {t["content"] for t in tj.get("added_tokens", [])}
-    if kind == "Unigram" and any(t["id"] >= len(tj["model"]["vocab"]) for t in tj.get("added_tokens", [])):
-        raise VocadaptError("this Unigram tokenizer keeps added tokens after its pieces; appending pieces would shift their ids")
+    out = copy.deepcopy(tj)
+    start = C.absorb_added_tokens(out)  # validates the id layout; new ids start after every id in use
+    taken = set(model_vocab(out))
+    script, has_script = script_filter(cfg, texts)
+    source_family = detect_family(tj)
+
+    def wanted(piece: str) -> bool:
+        return has_script is None or touches_script(canonical_token(piece, source_family), has_script)
 
     # The target model must be big enough that `add` of its tokens are new to the source; the
     # overlap is unknown in advance, so grow the target until it yields enough or the corpus runs dry.
@@ -147,26 +232,26 @@ def extend_json(tj: dict, texts: TextSource, add: int, cfg: ExtendConfig) -> tup
     while True:
         attempts += 1
         target = _train_target(tj, texts, size, cfg, kind)
-        candidates = [t for t in _target_candidates(target) if t not in taken and t not in C.BYTE_PIECES]
+        candidates = _reachable(target, [t for t in _target_candidates(target) if t not in taken and t not in C.BYTE_PIECES],
+                                taken, wanted)
         trained_size = len(target["vocab"])
         if len(candidates) >= add or trained_size < size * 0.98 or attempts >= 4:
             break
         size = trained_size + int((add - len(candidates)) * 1.5) + 100
     new_tokens = candidates[:add]
-    info = {"requested": add, "added": len(new_tokens), "target_vocab_size": trained_size, "training_runs": attempts}
+    info = {"requested": add, "added": len(new_tokens), "target_vocab_size": trained_size, "training_runs": attempts, "script": script}
     if len(new_tokens) < add:
         info["warning"] = f"the corpus supports only {len(new_tokens)} new tokens, fewer than the {add} requested"
 
-    out = copy.deepcopy(tj)
     model = out["model"]
-    start = vocab_size(tj)
     if kind == "BPE":
         for i, t in enumerate(new_tokens):
             model["vocab"][t] = start + i
         final = set(model["vocab"])
         prefix = model.get("continuing_subword_prefix") or ""
         target_merges = [
-            (a, b) for a, b in C.bpe_merges(target) if a in final and b in final and C.merge_result(a, b, prefix) in final
+            (a, b) for a, b in C.bpe_merges(target)
+            if a in final and b in final and (r := C.merge_result(a, b, prefix)) in final and wanted(r)
         ]
         old_merges = C.bpe_merges(tj["model"])
         if cfg.merge_order == "new-first":
@@ -232,6 +317,8 @@ def extend_tokenizer(
     cfg = config or ExtendConfig(add=add)
     corpus = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
     src = C.load_source(source)
+    check_id_layout(src.json, str(source))
+    rows = C.embedding_rows(src)  # refuses a vocabulary larger than the model's embedding
     stats = CorpusStats()
     tj, new_tokens, info = extend_json(src.json, cfg.reader(corpus, stats), cfg.add, cfg)
     n_total = C.build_tokenizer(tj).get_vocab_size(with_added_tokens=True)
@@ -239,6 +326,8 @@ def extend_tokenizer(
         "family": src.family,
         "source_vocab_size": C.build_tokenizer(src.json).get_vocab_size(with_added_tokens=True),
         "vocab_size": n_total,
+        # `vocadapt init` keeps these rows and grows the model's vocab_size only past them.
+        "model_embedding_rows": rows,
         **info,
         "corpus": asdict(stats),
     }

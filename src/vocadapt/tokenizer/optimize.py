@@ -25,7 +25,7 @@ from vocadapt.corpus import CorpusStats, batched
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import check_output_dir
 from vocadapt.tokenizer import _common as C
-from vocadapt.tokenizer.canonical import model_vocab
+from vocadapt.tokenizer.canonical import check_id_layout, model_vocab
 from vocadapt.tokenizer.extend import ExtendConfig, extend_json, length_change
 
 
@@ -114,6 +114,8 @@ def optimize_tokenizer(
     src = C.load_source(source)
     if src.json["model"].get("type") != "BPE":
         raise VocadaptError(f"optimize needs a BPE tokenizer; {source} is {src.family}")
+    check_id_layout(src.json, str(source))
+    C.embedding_rows(src)  # refuses a vocabulary larger than the model's embedding
     stats = CorpusStats()
     texts = cfg.reader(corpus, stats)
 
