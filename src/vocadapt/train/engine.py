@@ -148,12 +148,13 @@ class Task(abc.ABC):
         """Held-out metrics on the main process (e.g. ``{"bpb": .., "val_loss": ..}``)."""
         return {}
 
-    @abc.abstractmethod
-    def export(self, model: torch.nn.Module, out_dir: Path, state: dict) -> None:
-        """Write the task's artifact into the (empty, staging) directory ``out_dir``.
+    #: Set by :func:`run` before each export: ``{"step", "tokens", "metrics"}`` of the run at
+    #: that point, for the artifact's provenance.
+    run_state: dict = {}
 
-        ``state``: ``{"step", "tokens", "metrics"}`` of the run at that point, for provenance.
-        """
+    @abc.abstractmethod
+    def export(self, model: torch.nn.Module, out_dir: Path) -> None:
+        """Write the task's artifact into the (empty, staging) directory ``out_dir``."""
 
     def settings(self) -> dict:
         """Task settings that must be equal when a run is resumed."""
@@ -308,8 +309,9 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
                 shutil.rmtree(export_dir)
             from vocadapt.io.atomic import atomic_dir
 
+            task.run_state = state
             with atomic_dir(export_dir) as tmp:
-                task.export(accelerator.unwrap_model(model), tmp, state)
+                task.export(accelerator.unwrap_model(model), tmp)
             # trainer_state.json last: its presence marks a complete checkpoint.
             record = {**state, "settings": settings, "world_size": world, "history": history, "task": task.name}
             (ckpt / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

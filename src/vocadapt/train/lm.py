@@ -215,10 +215,10 @@ class EmbeddingTask(Task):
         r = bits_per_byte(model, self.tokenizer, self.eval_texts, max_length=self.config.seq_len)
         return {"bpb": r.bits_per_byte, "val_loss": r.nll_bits * LN2 / max(r.n_tokens, 1)}
 
-    def export(self, model, out_dir: Path, state: dict) -> None:
+    def export(self, model, out_dir: Path) -> None:
         from vocadapt.train.export import export_model
 
-        export_model(self, model, out_dir, state)
+        export_model(self, model, out_dir, self.run_state)
 
     def settings(self) -> dict:
         from vocadapt.provenance import fingerprint
