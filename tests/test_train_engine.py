@@ -43,5 +43,70 @@ def test_trains_end_to_end(tmp_path):
     for name in before:
         same = torch.equal(before[name], after[name])
         assert same == (name != "model.embed_tokens.weight"), name
+    # The export loads as a standard HF model and scores exactly what the run logged.
+    from vocadapt.corpus import read_texts
+    from vocadapt.evaluate.bpb import bits_per_byte, load_model
+
+    m, tok = load_model(tmp_path / "run")  # a run directory stands for its final model
+    assert bits_per_byte(m, tok, read_texts([held]), max_length=32).bits_per_byte == pytest.approx(res.final_bpb, rel=1e-5)
     prov = json.loads((res.model_dir / "vocadapt.json").read_text())
     assert prov["step"] == "train" and prov["results"]["steps"] == 6 and prov["results"]["tokens"] == res.tokens
+
+
+def _tensors(d):
+    from vocadapt.io.checkpoint import Checkpoint
+
+    ck = Checkpoint(d)
+    return ck, {n: ck.read(n) for n in ck.tensors}
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("trainable", ["embeddings+head", "embeddings", "layers:0,-1"])
+def test_trainable_sets_freeze_the_rest(tmp_path, tied, trainable):
+    model = tiny_lm(tmp_path / "m", tied=tied)
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    res = train_embeddings(model, corpus, tmp_path / "run", small(steps=2, trainable=trainable, eval_every=0))
+    ck, before = _tensors(model)
+    _, after = _tensors(res.model_dir)
+    expect = {ck.vocab.input}
+    if trainable != "embeddings" and ck.vocab.output:
+        expect.add(ck.vocab.output)
+    if trainable.startswith("layers"):
+        expect |= {n for n in before if n.startswith(("model.layers.0.", "model.layers.1."))}
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    # Norm weights start at 1 and get no weight decay, but they do get gradients: all change.
+    assert changed == expect
+
+
+def test_new_rows_keeps_copied_rows(tmp_path, target_tokenizers):
+    from vocadapt import init_embeddings
+    from vocadapt.train.rows import new_row_ids
+
+    for tied in (True, False):
+        src = tiny_lm(tmp_path / f"src{tied}", tied=tied)
+        init = tmp_path / f"init{tied}"
+        init_embeddings(src, target_tokenizers["byte_level"], init, method="mean")
+        corpus = write_corpus(tmp_path / "train.txt", n=60)
+        res = train_embeddings(init, corpus, tmp_path / f"run{tied}", small(steps=2, trainable="new-rows", eval_every=0))
+        ck, before = _tensors(init)
+        _, after = _tensors(res.model_dir)
+        from vocadapt.tokenizer.load import load_tokenizer
+
+        new = new_row_ids(init, load_tokenizer(init))
+        old = torch.ones(before[ck.vocab.input].shape[0], dtype=torch.bool)
+        old[new] = False
+        for name in ck.vocab.names():
+            assert torch.equal(before[name][old], after[name][old]), name  # bit-identical copied rows
+            assert not torch.equal(before[name][~old], after[name][~old]), name
+        for name in set(before) - set(ck.vocab.names()):
+            assert torch.equal(before[name], after[name]), name
+
+
+def test_new_rows_needs_init_provenance(tmp_path):
+    from vocadapt.errors import VocadaptError
+
+    model = tiny_lm(tmp_path / "m")
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    with pytest.raises(VocadaptError, match="no init provenance"):
+        train_embeddings(model, corpus, tmp_path / "run", small(trainable="new-rows"))
+    assert not (tmp_path / "run").exists()
