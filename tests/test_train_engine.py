@@ -110,3 +110,49 @@ def test_new_rows_needs_init_provenance(tmp_path):
     with pytest.raises(VocadaptError, match="no init provenance"):
         train_embeddings(model, corpus, tmp_path / "run", small(trainable="new-rows"))
     assert not (tmp_path / "run").exists()
+
+
+def _losses(run_dir):
+    rows = [json.loads(l) for l in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r], [(r["step"], r["bpb"]) for r in rows if "bpb" in r]
+
+
+def test_interrupt_and_resume_is_exact(tmp_path, monkeypatch):
+    from vocadapt.train.lm import EmbeddingTask
+
+    model = tiny_lm(tmp_path / "m", tied=False)
+    corpus = write_corpus(tmp_path / "train.txt")
+    held = write_corpus(tmp_path / "held.txt", n=6, seed=99)
+    cfg = small(steps=6, eval_every=2, save_every=2)
+    full = train_embeddings(model, corpus, tmp_path / "full", cfg, eval_text=held)
+
+    original = EmbeddingTask.global_batch
+
+    def ctrl_c_at_step_5(self, step):
+        if step == 4:  # the 5th step: steps 1-4 are done, the last checkpoint is step 4
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    monkeypatch.setattr(EmbeddingTask, "global_batch", ctrl_c_at_step_5)
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted at step 4; checkpoint saved in .*step-000004 \(resume with --resume\)"):
+        train_embeddings(model, corpus, tmp_path / "cut", cfg, eval_text=held)
+    assert not (tmp_path / "cut" / "model").exists()
+    monkeypatch.setattr(EmbeddingTask, "global_batch", original)
+
+    from vocadapt.errors import VocadaptError
+
+    with pytest.raises(VocadaptError, match="setting 'lr' was 0.01, now 0.02"):
+        train_embeddings(model, corpus, tmp_path / "cut", small(steps=6, eval_every=2, save_every=2, lr=2e-2),
+                         eval_text=held, resume=True)
+    with pytest.raises(VocadaptError, match="use --resume"):
+        train_embeddings(model, corpus, tmp_path / "cut", cfg, eval_text=held)
+    resumed = train_embeddings(model, corpus, tmp_path / "cut", cfg, eval_text=held, resume=True)
+    assert resumed.steps == full.steps and resumed.tokens == full.tokens
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "full")
+    _, a = _tensors(full.model_dir)
+    _, b = _tensors(resumed.model_dir)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    # keep_checkpoints=2: the oldest checkpoint is gone, each remaining one holds an HF model.
+    ckpts = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
+    assert ckpts == ["step-000004", "step-000006"]
+    assert (tmp_path / "cut" / "checkpoints" / "step-000004" / "model" / "config.json").is_file()

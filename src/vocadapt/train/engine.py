@@ -40,7 +40,7 @@ _SCHEDULES = ("cosine", "linear", "constant")
 _PRECISIONS = ("auto", "no", "bf16", "fp16")
 # Fields of OptimConfig that may differ on --resume: they change what is logged or kept, not
 # the numbers the run computes.
-_RESUMABLE = {"steps", "eval_every", "save_every", "keep_checkpoints", "patience", "progress"}
+_RESUMABLE = {"eval_every", "save_every", "keep_checkpoints", "patience", "progress"}
 
 
 @dataclass
