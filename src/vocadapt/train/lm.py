@@ -113,7 +113,12 @@ class EmbeddingTask(Task):
 
         self.tokenizer = load_tokenizer(self.model_dir, f"the tokenizer of {self.model_dir}")
         self.corpus_paths = [Path(p) for p in corpus]
-        self.data = tokenize_corpus(self.tokenizer, self.corpus_paths, text_field=config.text_field, progress=config.progress)
+        from accelerate import PartialState
+
+        # Under `accelerate launch` the main process tokenizes (and caches) first; the others read the cache.
+        with PartialState().main_process_first():
+            self.data = tokenize_corpus(self.tokenizer, self.corpus_paths, text_field=config.text_field,
+                                        progress=config.progress)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.blocks = PackedBlocks(self.data, config.seq_len, pad_id=pad)
         self.eval_texts = list(eval_texts or [])[: config.eval_max_docs]
