@@ -156,3 +156,36 @@ def test_interrupt_and_resume_is_exact(tmp_path, monkeypatch):
     ckpts = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
     assert ckpts == ["step-000004", "step-000006"]
     assert (tmp_path / "cut" / "checkpoints" / "step-000004" / "model" / "config.json").is_file()
+
+
+def test_cli_plot_and_report(tmp_path, target_tokenizers, capsys):
+    from vocadapt import init_embeddings
+    from vocadapt.cli import main
+    from vocadapt.evaluate.report import build_report
+
+    src = tiny_lm(tmp_path / "src")
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    held = write_corpus(tmp_path / "held.txt", n=4, seed=99)
+    runs = []
+    for method in ("mean", "random"):
+        init = tmp_path / f"init-{method}"
+        init_embeddings(src, target_tokenizers["byte_level"], init, method=method)
+        run = tmp_path / f"run-{method}"
+        main(["train", str(init), str(corpus), "--out", str(run), "--eval-text", str(held), "--steps", "2",
+              "--seq-len", "32", "--batch-size", "2", "--eval-every", "1", "--no-progress"])
+        assert "held-out bits per byte" in capsys.readouterr().out
+        runs.append(run)
+    png = tmp_path / "curves.png"
+    main(["plot", *map(str, runs), "--out", str(png)])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    page = build_report(runs, tmp_path / "rep" / "report.html")
+    assert "run-mean" in page.path.read_text()
+    from vocadapt.evaluate.report import collect
+
+    rows, logs = collect(runs)
+    assert sorted(logs) == ["mean (run-mean)", "random (run-random)"]  # curves labelled by init method
+    assert [(r["run"], r["kind"], r["method"]) for r in rows] == [("run-mean", "train", "mean"), ("run-random", "train", "random")]
+    assert sorted(p.name for p in page.images) == ["bpb.png", "bpb_by_tokens.png", "loss.png"]
+    # `vocadapt eval` takes the run directory itself for its final model.
+    main(["eval", str(runs[0]), "--text", str(held), "--tasks", "bpb", "--out", str(tmp_path / "ev")])
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["models"][0]["metrics"]["bits_per_byte"] > 0
