@@ -189,3 +189,50 @@ def test_cli_plot_and_report(tmp_path, target_tokenizers, capsys):
     # `vocadapt eval` takes the run directory itself for its final model.
     main(["eval", str(runs[0]), "--text", str(held), "--tasks", "bpb", "--out", str(tmp_path / "ev")])
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["models"][0]["metrics"]["bits_per_byte"] > 0
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from vocadapt.cli import main
+    from vocadapt.errors import VocadaptError
+
+    model = tiny_lm(tmp_path / "m")
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    out = tmp_path / "run"
+
+    def refused(args, match):
+        capsys.readouterr()  # drop what building the fixtures printed
+        with pytest.raises(SystemExit) as e:
+            # Small settings first: the case's own options come later and win.
+            main(["train", str(args[0]), str(args[1]), "--out", str(out), "--no-progress", "--steps", "1",
+                  "--seq-len", "32", *map(str, args[2:])])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith("error: ") and "\n" not in err and match in err, err
+        assert not out.exists()
+
+    refused([model, corpus, "--lr", "0"], "lr must be above 0")
+    refused([model, corpus, "--steps", "0"], "steps must be at least 1")
+    refused([model, corpus, "--trainable", "head"], "trainable must be one of")
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("Привет мир.\n", encoding="utf-8")
+    refused([model, tiny, "--seq-len", "64"], "fewer than one block of seq_len=64")
+    held = tmp_path / "held.txt"
+    # A training document re-wrapped over two lines, and one inside a longer held-out document.
+    docs = corpus.read_text(encoding="utf-8").split("\n%\n")
+    first, rest = docs[3].split(" ", 1)
+    held.write_text(f"{first}\n{rest}\n%\nA new opening line that was never trained on.\n{docs[5]}\n", encoding="utf-8")
+    refused([model, corpus, "--eval-text", held], "held-out text overlaps the training corpus: 2 of 2 documents")
+    refused([model, corpus, "--trainable", "new-rows"], "no init provenance")
+    refused([model, corpus, "--trainable", "layers:0,7"], "layer 7 does not exist")
+    # A checkpoint whose embedding is stored under an unknown name.
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(model, broken)
+    tensors = load_file(broken / "model.safetensors")
+    tensors["model.embedding_matrix"] = tensors.pop("model.embed_tokens.weight")
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    refused([broken, corpus], "input embedding not found")
+    with pytest.raises(VocadaptError, match="nothing to resume"):
+        train_embeddings(model, corpus, out, small(), resume=True)
