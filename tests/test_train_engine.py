@@ -236,3 +236,41 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     refused([broken, corpus], "input embedding not found")
     with pytest.raises(VocadaptError, match="nothing to resume"):
         train_embeddings(model, corpus, out, small(), resume=True)
+
+
+def test_engine_with_a_task_of_its_own(tmp_path):
+    """The engine serves any Task: a linear regression, exported as a tensor file, in bf16 then fp32."""
+    from pathlib import Path
+
+    from vocadapt.train.engine import GlobalBatch, OptimConfig, Task, run
+
+    class Regression(Task):
+        name = "regression"
+
+        def setup(self, accelerator):
+            g = torch.Generator().manual_seed(0)
+            self.x = torch.randn(64, 3, generator=g)
+            self.y = self.x @ torch.tensor([1.0, -2.0, 0.5])
+            return torch.nn.Linear(3, 1, bias=False)
+
+        def global_batch(self, step):
+            rows = torch.arange(step * 8, step * 8 + 8) % 64
+            return GlobalBatch(micro=[[rows]], n_items=8, n_tokens=8)
+
+        def loss_sum(self, model, rows):
+            return ((model(self.x[rows])[:, 0] - self.y[rows]) ** 2).sum()
+
+        def evaluate(self, model):
+            with torch.no_grad():
+                return {"val_loss": float(((model(self.x)[:, 0] - self.y) ** 2).mean())}
+
+        def export(self, model, out_dir: Path):
+            torch.save({"w": model.weight.detach(), **self.run_state}, out_dir / "w.pt")
+
+    for precision in ("bf16", "no"):
+        cfg = OptimConfig(steps=60, lr=0.1, warmup_steps=0, weight_decay=0, eval_every=20, mixed_precision=precision,
+                          progress=False)
+        res = run(Regression(), cfg, tmp_path / precision)
+        saved = torch.load(tmp_path / precision / "model" / "w.pt")
+        assert saved["step"] == 60 and res.metrics["val_loss"] < 0.05
+        torch.testing.assert_close(saved["w"][0], torch.tensor([1.0, -2.0, 0.5]), atol=0.2, rtol=0)
