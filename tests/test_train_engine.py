@@ -274,3 +274,22 @@ def test_engine_with_a_task_of_its_own(tmp_path):
         saved = torch.load(tmp_path / precision / "model" / "w.pt")
         assert saved["step"] == 60 and res.metrics["val_loss"] < 0.05
         torch.testing.assert_close(saved["w"][0], torch.tensor([1.0, -2.0, 0.5]), atol=0.2, rtol=0)
+
+
+def test_cli_ctrl_c_prints_the_resume_line(tmp_path, monkeypatch, capsys):
+    from vocadapt.cli import main
+    from vocadapt.train.lm import EmbeddingTask
+
+    model = tiny_lm(tmp_path / "m")
+    corpus = write_corpus(tmp_path / "train.txt", n=40)
+
+    def ctrl_c(self, step):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EmbeddingTask, "global_batch", ctrl_c)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(model), str(corpus), "--out", str(tmp_path / "run"), "--seq-len", "32", "--no-progress"])
+    assert e.value.code == 130
+    assert f"interrupted at step 0; checkpoint saved in {tmp_path / 'run' / 'checkpoints' / 'step-000000'} " \
+           "(resume with --resume)" in capsys.readouterr().err
