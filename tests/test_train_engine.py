@@ -223,6 +223,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     first, rest = docs[3].split(" ", 1)
     held.write_text(f"{first}\n{rest}\n%\nA new opening line that was never trained on.\n{docs[5]}\n", encoding="utf-8")
     refused([model, corpus, "--eval-text", held], "held-out text overlaps the training corpus: 2 of 2 documents")
+    # --heldout-overlap drop scores only the held-out documents not in the training text.
+    ok = train_embeddings(model, corpus, tmp_path / "dropped", small(steps=1, heldout_overlap="drop"),
+                          eval_text=[held, write_corpus(tmp_path / "new.txt", n=2, seed=77)])
+    assert ok.final_bpb is not None
     refused([model, corpus, "--trainable", "new-rows"], "no init provenance")
     refused([model, corpus, "--trainable", "layers:0,7"], "layer 7 does not exist")
     # A checkpoint whose embedding is stored under an unknown name.

@@ -138,14 +138,19 @@ def tokenize_corpus(tokenizer, paths: Sequence[str | Path], *, text_field: str =
     )
 
 
+def overlaps(corpus: TokenizedCorpus, texts: Sequence[str]) -> list[bool]:
+    """Per held-out document: does it occur in the training corpus, whole or by a long line?"""
+    return [bool(np.isin(np.asarray(text_hashes(t), dtype=np.uint64), corpus.text_hashes).any()) for t in texts]
+
+
 def check_heldout(corpus: TokenizedCorpus, texts: Sequence[str], where: str = "held-out text") -> None:
-    """Refuse held-out documents that occur in the training corpus, whole or by a long line."""
-    overlap = [t for t in texts if np.isin(np.asarray(text_hashes(t), dtype=np.uint64), corpus.text_hashes).any()]
+    """Refuse held-out documents that occur in the training corpus (see :func:`overlaps`)."""
+    overlap = [t for t, hit in zip(texts, overlaps(corpus, texts)) if hit]
     if overlap:
         first = re.sub(r"\s+", " ", overlap[0]).strip()
         raise VocadaptError(
             f"{where} overlaps the training corpus: {len(overlap)} of {len(texts)} documents occur in it "
-            f"(first: {first[:60]!r}); hold out text that is not trained on"
+            f"(first: {first[:60]!r}); hold out text that is not trained on, or pass --heldout-overlap drop"
         )
 
 

@@ -46,6 +46,8 @@ class TrainConfig(OptimConfig):
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward (less memory, slower)"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype: float32 (with bf16 autocast on GPU) | bfloat16 | float16"})
     text_field: str = field(default="text", metadata={"help": "JSONL field holding the text"})
+    heldout_overlap: str = field(default="error", metadata={
+        "help": "held-out documents that also occur in the training text: error | drop (score only the others)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,6 +67,8 @@ class TrainConfig(OptimConfig):
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
         if self.eval_max_docs < 1:
             raise ValueError(f"eval_max_docs must be at least 1, not {self.eval_max_docs}")
+        if self.heldout_overlap not in ("error", "drop"):
+            raise ValueError(f"heldout_overlap must be error or drop, not {self.heldout_overlap!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, not {self.dtype!r}")
 
@@ -103,7 +107,7 @@ class EmbeddingTask(Task):
     def __init__(self, model_dir: Path, corpus: list[Path], config: TrainConfig, eval_texts: list[str] | None):
         from vocadapt.evaluate.bpb import load_model
         from vocadapt.io.checkpoint import Checkpoint
-        from vocadapt.train.data import PackedBlocks, check_heldout, tokenize_corpus
+        from vocadapt.train.data import PackedBlocks, check_heldout, overlaps, tokenize_corpus
 
         self.model_dir = Path(model_dir)
         self.ckpt = Checkpoint(self.model_dir)  # finds the embeddings, or says which names it looked for
@@ -130,9 +134,18 @@ class EmbeddingTask(Task):
                                         progress=config.progress)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.blocks = PackedBlocks(self.data, config.seq_len, pad_id=pad)
-        self.eval_texts = list(eval_texts or [])[: config.eval_max_docs]
-        if self.eval_texts:
-            check_heldout(self.data, list(eval_texts or []))
+        eval_texts = list(eval_texts or [])
+        if eval_texts and config.heldout_overlap == "drop":
+            hits = overlaps(self.data, eval_texts)
+            if any(hits):
+                log.info("held-out text: %d of %d documents also occur in the training text; scoring the other %d",
+                         sum(hits), len(hits), len(hits) - sum(hits))
+            eval_texts = [t for t, hit in zip(eval_texts, hits) if not hit]
+            if not eval_texts:
+                raise VocadaptError("every held-out document also occurs in the training text: nothing left to score")
+        elif eval_texts:
+            check_heldout(self.data, eval_texts)
+        self.eval_texts = eval_texts[: config.eval_max_docs]
         self.world = 1
         log.info("training data: %d documents, %d tokens, %d blocks of %d (%.0f%% filled)",
                  self.data.n_docs, self.data.n_tokens, len(self.blocks), config.seq_len, 100 * self.blocks.fill)
@@ -238,7 +251,7 @@ class EmbeddingTask(Task):
         from vocadapt.provenance import fingerprint
 
         cfg = asdict(self.config)
-        keep = ("trainable", "seq_len", "batch_size", "dtype", "gradient_checkpointing", "text_field")
+        keep = ("trainable", "seq_len", "batch_size", "dtype", "gradient_checkpointing", "text_field", "heldout_overlap")
         return {**{k: cfg[k] for k in keep}, "model": fingerprint(self.model_dir), "data": self.data.key}
 
 
