@@ -212,11 +212,11 @@ def check_model_dir(model_dir: str | Path) -> Path:
     """Cheap checks of a model folder before any output is written or any model loaded: a
     readable ``config.json``, whole safetensors files that match the config, tokenizer files.
     Each problem is a one-line :class:`VocadaptError` naming the file."""
-    from vocadapt.io.checkpoint import architectures, check_config_matches, read_config
+    from vocadapt.io.checkpoint import architectures, check_config_matches, read_config, resolve_run_dir
     from vocadapt.io.safetensors_stream import read_header
     from vocadapt.tokenizer.load import check_tokenizer_dir
 
-    path = Path(model_dir)
+    path = resolve_run_dir(model_dir)  # a training run directory stands for its final model
     if not path.is_dir():
         raise VocadaptError(f"model directory not found: {path}")
     config = read_config(path)
