@@ -302,13 +302,21 @@ def regression_init(ctx: InitContext, source: torch.Tensor, config: RegressionCo
     w = path.weights(ridge)
 
     new = torch.as_tensor(ctx.new_ids, dtype=torch.long)
-    ok = has[new].clone() if len(new) else torch.zeros(0, dtype=torch.bool)
+    featured = has[new].clone() if len(new) else torch.zeros(0, dtype=torch.bool)
+    ok = featured.clone()
     values = torch.zeros(len(new), source.shape[1])
+    n_base_only = 0
     if config.base == "mean":
         base_rows = combine_rows(source, ctx.decompositions)
-        ok &= base_rows.ok  # no decomposition: nothing to add the residual to; fallback
         base_new = base_rows.values
-    idx = torch.nonzero(ok).flatten()
+        # A token without features (e.g. rarer than fastText's min_count) still has the fit's
+        # expectation: its mean plus the average residual (the intercept), not random noise.
+        base_only = base_rows.ok & ~featured
+        values[base_only] = (base_new[base_only].double() + path.mean_y).float()
+        n_base_only = int(base_only.sum())
+        ok = base_rows.ok.clone()  # no decomposition: nothing to add the residual to; fallback
+        featured &= base_rows.ok
+    idx = torch.nonzero(featured).flatten()
     for s in range(0, len(idx), _BLOCK):
         part = idx[s : s + _BLOCK]
         rows = path.predict(x[new[part]], w)
@@ -317,15 +325,18 @@ def regression_init(ctx: InitContext, source: torch.Tensor, config: RegressionCo
         values[part] = rows.float()
     stats = {
         "features": what, "feature_dim": p, "common_tokens": len(common), "ridge": ridge,
-        "base": config.base, "computed": int(ok.sum()), "no_features": int((~has[new]).sum()) if len(new) else 0, **stats,
+        "base": config.base, "computed": int(featured.sum()), "base_only": n_base_only,
+        "no_features": int((~has[new]).sum()) if len(new) else 0, **stats,
     }
     ctx.stats.setdefault("regression", {})[ctx.matrix] = stats
     extra = f" (FVT mean alone: R^2 {stats['base_r2_heldout']:.3f}, cosine {stats['base_cosine_heldout']:.3f})" if base_common is not None else ""
     log.info(
         "regression %s: %d common tokens, %d features (%s), ridge %g; held-out R^2 %.3f, mean cosine %.3f%s; %d of %d new rows computed",
-        ctx.matrix, len(common), p, what, ridge, stats["r2_heldout"], stats["cosine_heldout"], extra, int(ok.sum()), len(new),
+        ctx.matrix, len(common), p, what, ridge, stats["r2_heldout"], stats["cosine_heldout"], extra, int(featured.sum()), len(new),
     )
+    if n_base_only:
+        log.info("regression %s: %d new tokens without features got their FVT mean plus the mean residual", ctx.matrix, n_base_only)
     from vocadapt.init._similarity import check_signal
 
-    check_signal("regression", len(new), ok, "no features for the token" + (" or no decomposition" if config.base == "mean" else ""))
+    check_signal("regression", len(new), ok, "no decomposition" if config.base == "mean" else "no features for the token")
     return Rows(values, ok)
