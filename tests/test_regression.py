@@ -198,3 +198,31 @@ def test_helper_train_then_regression(source_models, target_tokenizers, tmp_path
 def test_helper_config_validation():
     with pytest.raises(ValueError, match="heads"):
         HelperConfig(hidden_size=30, heads=4)
+
+
+@pytest.mark.parametrize("case", ["llama-bytelevel-tied", "qwen2-unigram-untied"])
+def test_training_base_never_contains_the_token_itself(case, source_models, target_tokenizers):
+    """A common token's training base comes from its sub-pieces (BPE parents, or its text split
+    in two), never from itself: otherwise the FVT mean would leak the answer into training."""
+    from conftest import MODEL_CASES
+
+    from vocadapt.init.context import InitContext
+    from vocadapt.init.regression import common_tokens, sub_pieces
+
+    family = next(c[2] for c in MODEL_CASES if c[0] == case)
+    src_tok, tgt_tok = load_tokenizer(source_models[case]), load_tokenizer(target_tokenizers[family])
+    ctx = InitContext(src_tok, tgt_tok, align_vocabularies(src_tok, tgt_tok))
+    common = common_tokens(ctx)
+    pieces = sub_pieces(ctx, common)
+    spelled = [(t, p) for t, p in zip(common, pieces) if p]
+    assert len(spelled) > len(common) // 3
+    for t, p in spelled:
+        assert int(ctx.alignment.copy_from[t]) not in p and len(p) >= 2
+        assert ctx.alignment.target_tokens[int(t)].surface() == _decode(src_tok, p)  # same text, other pieces
+
+
+def _decode(tok, ids):
+    from vocadapt.tokenizer.canonical import canonical_vocab
+
+    vocab = canonical_vocab(tok)
+    return b"".join(vocab[i].surface() for i in ids)
