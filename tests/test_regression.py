@@ -226,3 +226,14 @@ def _decode(tok, ids):
 
     vocab = canonical_vocab(tok)
     return b"".join(vocab[i].surface() for i in ids)
+
+
+def test_without_intercept_average_features_predict_zero():
+    """--intercept false: a token with the average features gets exactly the base (zero residual)."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(100, 8, generator=g)
+    y = (x @ torch.randn(8, 4, generator=g) + 5.0).double()
+    with_b, without_b = RidgePath.fit(x, y), RidgePath.fit(x, y, intercept=False)
+    centre = x.double().mean(0, keepdim=True)
+    assert torch.allclose(with_b.predict(centre, with_b.weights(0.0)), torch.full((1, 4), 5.0, dtype=torch.float64), atol=0.5)
+    assert torch.equal(without_b.predict(centre, without_b.weights(0.0)), torch.zeros(1, 4, dtype=torch.float64))

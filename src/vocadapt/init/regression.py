@@ -63,6 +63,7 @@ class RegressionConfig:
     epochs: int = field(default=3, metadata={"help": "fastText epochs when training"})
     min_count: int = field(default=10, metadata={"help": "fastText minCount: rarer tokens get no features (fallback)"})
     threads: int = field(default=1, metadata={"help": "fastText training threads; 1 (default) is reproducible"})
+    intercept: bool = field(default=True, metadata={"help": "fit the offset b (unpenalized); off: a token with average features gets exactly the base (the FVT mean with --base mean, 0 with none)"})
     holdout: float = field(default=0.1, metadata={"help": "fraction of the common tokens held out to choose the ridge and report R^2 / cosine"})
 
     def __post_init__(self) -> None:
@@ -187,13 +188,14 @@ class RidgePath:
     n: int
 
     @classmethod
-    def fit(cls, x: torch.Tensor, y: torch.Tensor) -> RidgePath:
+    def fit(cls, x: torch.Tensor, y: torch.Tensor, intercept: bool = True) -> RidgePath:
         x64, n = x.double(), x.shape[0]
         mean_x = x64.mean(0)
         mean_y = torch.zeros(y.shape[1], dtype=torch.float64)
-        for s in range(0, n, _BLOCK):
-            mean_y += y[s : s + _BLOCK].double().sum(0)
-        mean_y /= max(n, 1)
+        if intercept:
+            for s in range(0, n, _BLOCK):
+                mean_y += y[s : s + _BLOCK].double().sum(0)
+            mean_y /= max(n, 1)
         gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
         xty = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float64)
         for s in range(0, n, _BLOCK):
@@ -240,7 +242,7 @@ def choose_ridge(
     n_val = max(2, int(round(config.holdout * n)))
     perm = torch.randperm(n, generator=generator)
     val, tr = perm[:n_val], perm[n_val:]
-    path = RidgePath.fit(x[tr], y[tr])
+    path = RidgePath.fit(x[tr], y[tr], config.intercept)
     grid = RIDGE_GRID if config.ridge == "auto" else (float(config.ridge),)
     if config.ridge == "auto" and len(tr) <= p:
         grid = tuple(r for r in grid if r > 0)  # least squares is underdetermined: some ridge is needed
@@ -298,7 +300,7 @@ def regression_init(ctx: InitContext, source: torch.Tensor, config: RegressionCo
         y = y - base_common
     xc = x[torch.as_tensor(common, dtype=torch.long)]
     ridge, stats = choose_ridge(xc, y, base_common, config, ctx.generator(f"regression/split/{ctx.matrix}"))
-    path = RidgePath.fit(xc, y)  # refit on every common token with the chosen ridge
+    path = RidgePath.fit(xc, y, config.intercept)  # refit on every common token with the chosen ridge
     w = path.weights(ridge)
 
     new = torch.as_tensor(ctx.new_ids, dtype=torch.long)
