@@ -49,7 +49,7 @@ from vocadapt.init.registry import register
 log = logging.getLogger("vocadapt")
 
 MIN_COMMON = 20  # fewer shared tokens than this cannot say anything about a map
-RIDGE_GRID = (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
+RIDGE_GRID = (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1e3, 1e4)  # 1e4: W ~ 0, i.e. the base alone
 _BLOCK = 8192
 
 
