@@ -19,13 +19,13 @@ split), picks the value with the lowest squared error on the other 10%, and refi
 The solve goes through the eigendecomposition of the p x p Gram matrix, accumulated in blocks,
 so the whole ridge path costs one decomposition and memory stays p x (p + d).
 
-``--base mean`` (default; see docs/regression.md for the figures that chose it) fits the
-*residual* over the FVT mean instead: Y_C - mean(pieces) ~ X W + b, new rows = mean(pieces of v)
-+ X_v W + b, so a large ridge falls back to ``mean`` and the helper only adds what it predicts
-on held-out common tokens. A common token's own decomposition is itself, so its training base
-is built from its sub-pieces (the source BPE merge that produced it, else its text split in
-two), the same kind of multi-piece mean a new token gets. ``--base none`` is the paper's plain
-map.
+``--base none`` (default) is the paper's plain map; with a helper model it is the best init we
+measured (docs/regression.md). ``--base mean`` fits the *residual* over the FVT mean instead:
+Y_C - mean(pieces) ~ X W + b, new rows = mean(pieces of v) + X_v W + b, so a large ridge falls
+back to ``mean``; it is the better choice for weak features that miss many tokens (fastText
+below min-count). A common token's own decomposition is itself, so its training base is built
+from its sub-pieces (the source BPE merge that produced it, else its text split in two), the
+same kind of multi-piece mean a new token gets.
 
 Features without a helper model: ``--features FILE`` (static vectors keyed by target token
 strings, e.g. from ``vocadapt vectors train``) or ``--features-corpus TEXT...`` (fastText
@@ -56,7 +56,7 @@ _BLOCK = 8192
 @dataclass
 class RegressionConfig:
     ridge: str = field(default="auto", metadata={"help": "auto (held-out choice on the common tokens) or a value >= 0, relative to the mean eigenvalue of X^T X (0: plain least squares)"})
-    base: str = field(default="mean", metadata={"help": "mean: fit the residual over the FVT mean of the pieces; none: the paper's plain map"})
+    base: str = field(default="none", metadata={"help": "none: the paper's plain map; mean: fit the residual over the FVT mean of the pieces (falls back to mean where features are missing)"})
     features: str | None = field(default=None, metadata={"help": "static vectors for the target tokens, keyed by token strings (e.g. `vocadapt vectors train`), instead of a helper model"})
     features_corpus: list[str] | None = field(default=None, metadata={"help": "target-language text to train fastText token vectors on (FOCUS's path), instead of a helper model"})
     dim: int = field(default=100, metadata={"help": "fastText dimension when training on --features-corpus"})
