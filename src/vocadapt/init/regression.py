@@ -57,8 +57,8 @@ _BLOCK = 8192
 class RegressionConfig:
     ridge: str = field(default="auto", metadata={"help": "auto (held-out choice on the common tokens) or a value >= 0, relative to the mean eigenvalue of X^T X (0: plain least squares)"})
     base: str = field(default="none", metadata={"help": "none: the paper's plain map; mean: fit the residual over the FVT mean of the pieces (falls back to mean where features are missing)"})
-    features: str | None = field(default=None, metadata={"help": "static vectors for the target tokens, keyed by token strings (e.g. `vocadapt vectors train`), instead of a helper model"})
-    features_corpus: list[str] | None = field(default=None, metadata={"help": "target-language text to train fastText token vectors on (FOCUS's path), instead of a helper model"})
+    features: str | None = field(default=None, metadata={"help": "static vectors for the target tokens, keyed by token strings (e.g. `vocadapt vectors train`), instead of a helper model; use with --fallback mean"})
+    features_corpus: list[str] | None = field(default=None, metadata={"help": "target-language text to train fastText token vectors on (FOCUS's path), instead of a helper model; use with --fallback mean"})
     dim: int = field(default=100, metadata={"help": "fastText dimension when training on --features-corpus"})
     epochs: int = field(default=3, metadata={"help": "fastText epochs when training"})
     min_count: int = field(default=10, metadata={"help": "fastText minCount: rarer tokens get no features (fallback)"})
