@@ -70,3 +70,15 @@ def test_gguf_file_is_accepted_as_a_source_model():
     assert (ck.embedding_rows, ck.hidden_size) == (49152, 576)
     assert ck.path.is_dir() and (ck.path / "config.json").is_file()
     assert "quantization_config" not in ck.config
+
+
+def test_gguf_file_is_accepted_as_a_regression_helper(tmp_path):
+    """A .gguf helper (here SmolLM2 itself): its converted tokenizer becomes the target and the
+    map from its own (bf16) embeddings onto the LLM's is close to the identity: R^2 near 1."""
+    from vocadapt import assets
+    from vocadapt.init import init_embeddings
+
+    report = init_embeddings(assets.smollm2(), assets.smollm2_gguf(), tmp_path / "out", "regression")
+    s = report.stats["regression"]["input"]
+    assert s["common_tokens"] > 40000 and s["feature_dim"] == 576
+    assert s["r2_heldout"] > 0.99 and s["cosine_heldout"] > 0.99
