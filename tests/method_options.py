@@ -72,3 +72,11 @@ def _ofa(workdir: Path) -> dict[str, Any]:
 
 
 OPTIONS.update(focus=_focus, wechsel=_wechsel, ofa=_ofa)
+
+
+def _hyperofa(workdir: Path) -> dict[str, Any]:
+    # the OFA vectors plus a tiny hypernetwork trained on the fly in a few steps
+    return {"vectors": _ofa(workdir)["vectors"], "rank": "8", "steps": 6, "hidden": 8}
+
+
+OPTIONS.update(hyperofa=_hyperofa)
