@@ -82,3 +82,11 @@ def _regression(workdir: Path) -> dict[str, Any]:
 
 
 OPTIONS.update(regression=_regression)
+
+
+def _hyperofa(workdir: Path) -> dict[str, Any]:
+    # the OFA vectors plus a tiny hypernetwork trained on the fly in a few steps
+    return {"vectors": _ofa(workdir)["vectors"], "rank": "8", "steps": 6, "hidden": 8}
+
+
+OPTIONS.update(hyperofa=_hyperofa)

@@ -3,6 +3,7 @@
 * :func:`sparsemax` and :func:`sparsemax_topk` — FOCUS's weights over all anchors;
 * :func:`topk_softmax` — WECHSEL/OFA's top-k softmax(sim / T) over source tokens;
 * :func:`sparse_combine` — rows as weighted sums of a few source rows, vectorized;
+* :func:`word_incidence` — which words contain each token (OFA's and HyperOFA's word sets);
 * :func:`token_vectors_from_words` / :func:`token_vectors_from_subwords` — a vector per token
   from static word vectors: the (weighted) mean of the vectors of the words whose tokenization
   contains the token, or fastText's n-gram vector of the token's text.
@@ -140,27 +141,27 @@ def word_variants(word: str, capitalized: bool) -> list[str]:
     return out
 
 
-def token_vectors_from_words(
+def word_incidence(
     tokenizer: Any,
     words: Sequence[str],
-    vectors: np.ndarray,
     counts: np.ndarray | None = None,
     *,
     capitalized: bool = False,
     batch: int = 50_000,
-    desc: str = "token vectors from words",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(vocab x dim) token vectors and a (vocab,) mask of tokens that got one.
+    desc: str = "word sets",
+) -> Any:
+    """(vocab x words) scipy CSR incidence: entry (t, w) when a spelling of word w contains token t.
 
-    A token's vector is the mean of the vectors of all words whose tokenization (of any variant,
-    see :func:`word_variants`) contains it, weighted by ``counts`` (WECHSEL) or uniformly (OFA,
-    ``counts=None``). Words are tokenized by the fast tokenizer in batches, with no special
-    tokens and no added prefix space (so ``w`` and `` w`` give mid-word and word-start pieces).
-    ``desc`` labels the progress bar (which method, which side).
+    The entry is ``counts[w]`` (WECHSEL's frequency weights) or 1 (``counts=None``); a word
+    counts once per token however many of its spellings (:func:`word_variants`) contain it.
+    Words are tokenized by the fast tokenizer in batches, with no special tokens and no added
+    prefix space (so ``w`` and `` w`` give mid-word and word-start pieces); special and unknown
+    tokens get no words. Row t's column indices are the word set of token t, which OFA averages
+    (:func:`token_vectors_from_words`) and HyperOFA's hypernetwork reads as a sequence.
     """
-    from vocadapt.progress import bar
-
     from scipy import sparse
+
+    from vocadapt.progress import bar
 
     from vocadapt.tokenizer.align import RawEncoder
     from vocadapt.tokenizer.canonical import special_ids, vocab_size
@@ -189,11 +190,33 @@ def token_vectors_from_words(
     if skip:
         keep &= ~np.isin(tok, np.fromiter(skip, dtype=np.int64))
     tok, word = tok[keep], word[keep]
-    # one entry per (token, word): a word counts once however many variants contain the token
     key = np.unique(tok * len(words) + word)
     tok, word = key // len(words), key % len(words)
     w = np.ones(len(tok)) if counts is None else np.asarray(counts, dtype=np.float64)[word]
-    inc = sparse.csr_matrix((w, (tok, word)), shape=(n_vocab, len(words)))
+    return sparse.csr_matrix((w, (tok, word)), shape=(n_vocab, len(words)))
+
+
+def token_vectors_from_words(
+    tokenizer: Any,
+    words: Sequence[str],
+    vectors: np.ndarray,
+    counts: np.ndarray | None = None,
+    *,
+    capitalized: bool = False,
+    incidence: Any = None,
+    desc: str = "token vectors from words",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(vocab x dim) token vectors and a (vocab,) mask of tokens that got one.
+
+    A token's vector is the mean of the vectors of all words whose tokenization (of any variant,
+    see :func:`word_variants`) contains it, weighted by ``counts`` (WECHSEL) or uniformly (OFA,
+    ``counts=None``). ``incidence``: the :func:`word_incidence` of these words when the caller
+    already has it (HyperOFA builds it once for its word sets and OFA's comparison). ``desc``
+    labels the progress bar (which method, which side).
+    """
+    from scipy import sparse
+
+    inc = word_incidence(tokenizer, words, counts, capitalized=capitalized, desc=desc) if incidence is None else incidence
     totals = np.asarray(inc.sum(1)).ravel()
     has = totals > 0
     # Normalize rows in float64, then multiply in float32: a float64 copy of 250k x 300 word

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vocadapt.errors import VocadaptError
@@ -73,8 +74,27 @@ def factorize(source: torch.Tensor, rank: int, block: int = 8192) -> tuple[torch
     return f, p
 
 
+def word_sets(tokenizer, wv, langs: list[str] | None, what: str, method: str = "ofa"):
+    """(words of ``langs``, their (n, dim) vectors, the (vocab x words) incidence) for one tokenizer.
+
+    OFA's word sets: row t of the incidence lists the words (keys of ``langs``, prefix stripped,
+    each tokenized four ways) whose tokenization contains token t. OFA averages their vectors;
+    HyperOFA feeds them to its hypernetwork.
+    """
+    from vocadapt.init._similarity import log, word_incidence
+
+    side = wv.select_languages(langs)
+    if not len(side):
+        raise VocadaptError(f"{method}: no words of languages {langs} in {wv.source} for the {what} tokenizer (languages present: {sorted(wv.languages())})")
+    words = [w.replace("$", " ") for w in side.words]  # ColexNet marks multi-word keys with '$'
+    inc = word_incidence(tokenizer, words, None, capitalized=True, desc=f"{method}: {what} word sets ({len(words)} words)")
+    has = np.diff(inc.indptr) > 0
+    log.info("%s: %s tokens with a vector: %d/%d (from %d words)", method, what, int(has.sum()), len(has), len(words))
+    return words, side.matrix, inc
+
+
 def ofa_plan(ctx: InitContext, config: OfaConfig) -> SimilarityPlan:
-    from vocadapt.init._similarity import log, token_vectors_from_words
+    from vocadapt.init._similarity import token_vectors_from_words
     from vocadapt.progress import step
     from vocadapt.vectors.io import load_vectors
 
@@ -87,14 +107,8 @@ def ofa_plan(ctx: InitContext, config: OfaConfig) -> SimilarityPlan:
     wv = load_vectors(config.vectors)
     sides = []
     for tok, langs, what in ((ctx.source_tokenizer, config.source_langs, "source"), (ctx.target_tokenizer, config.target_langs, "target")):
-        side = wv.select_languages(langs)
-        if not len(side):
-            raise VocadaptError(f"ofa: no words of languages {langs} in {config.vectors} for the {what} tokenizer (languages present: {sorted(wv.languages())})")
-        words = [w.replace("$", " ") for w in side.words]  # ColexNet marks multi-word keys with '$'
-        vecs, has = token_vectors_from_words(tok, words, side.matrix, None, capitalized=True,
-                                             desc=f"ofa: {what} token vectors from {','.join(langs or [])} words")
-        log.info("ofa: %s tokens with a vector: %d/%d (from %d words)", what, int(has.sum()), len(has), len(words))
-        sides.append((vecs, has))
+        words, matrix, inc = word_sets(tok, wv, langs, what)
+        sides.append(token_vectors_from_words(tok, words, matrix, incidence=inc))
     (sv, sh), (tv, th) = sides
     return nearest_plan(ctx, sv, sh, tv, th, config.top_k, config.temperature, "ofa")
 

@@ -1,0 +1,1 @@
+"""HyperOFA's hypernetwork: word sets -> OFA coordinates (model, data, training tasks)."""

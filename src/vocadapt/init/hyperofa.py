@@ -1,0 +1,127 @@
+"""``hyperofa`` (Özeren, Liu, Schütze 2025): a hypernetwork maps word sets to OFA coordinates.
+
+Same factorized space and same word sets as OFA (:mod:`vocadapt.init.ofa`), but a new token's
+coordinates come from a BiLSTM over the vectors of the words that contain it
+(:mod:`vocadapt.hypernet`), trained on the source tokens' true coordinates, instead of a convex
+combination of its nearest source tokens. Order: overlap copied (framework) -> tokens with at
+least one word predicted (coordinates @ P) -> the rest get the fallback (framework).
+
+``--hypernet DIR`` uses a saved network (``vocadapt hypernet train``); it is refused when it
+was trained for another model (matrix fingerprints differ), another rank, or other vectors.
+Without it, ``--vectors FILE`` trains one on the fly with the ``hypernet train`` defaults (and
+``--rank`` / ``--steps``), in a temporary directory. A model with an untied head needs a
+hypernetwork that predicts the head too (``--matrix auto``, the default); several ``--hypernet``
+directories may be given, one per matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vocadapt.errors import VocadaptError
+from vocadapt.init.context import InitContext, Rows
+from vocadapt.init.registry import register
+
+log = logging.getLogger("vocadapt")
+
+
+@dataclass
+class HyperOfaConfig:
+    hypernet: list[str] | None = field(default=None, metadata={"help": "hypernetwork directories from `vocadapt hypernet train` (one, or one per matrix)"})
+    vectors: str | None = field(default=None, metadata={"help": "multilingual word vectors ('lang:word' keys); default: the file the hypernetwork was trained with"})
+    target_langs: list[str] | None = field(default=None, metadata={"help": "languages whose words give target word sets (default: all keys, as OFA)"})
+    rank: str | None = field(default=None, metadata={"help": "factorization rank for on-the-fly training (default 100); with --hypernet: must match it"})
+    steps: int = field(default=600, metadata={"help": "optimizer steps for on-the-fly training (early stopping applies)"})
+    hidden: int = field(default=256, metadata={"help": "BiLSTM hidden size for on-the-fly training"})
+
+    def __post_init__(self) -> None:
+        if self.rank is not None and self.rank != "full" and not (str(self.rank).isdigit() and int(self.rank) > 0):
+            raise ValueError(f"rank must be a positive integer or 'full', not {self.rank!r}")
+        if self.steps < 1 or self.hidden < 1:
+            raise ValueError("steps and hidden must be at least 1")
+
+
+def _hypernets(ctx: InitContext, config: HyperOfaConfig) -> list:
+    import tempfile
+    from pathlib import Path
+
+    from vocadapt.hypernet.train import HypernetConfig, load_hypernet, train_hypernet
+
+    if config.hypernet:
+        nets = [load_hypernet(p) for p in config.hypernet]
+        for hn in nets:
+            if config.rank is not None and str(hn.record["rank_option"]) != str(config.rank) and str(hn.rank) != str(config.rank):
+                raise VocadaptError(f"hyperofa: {hn.path} was trained for rank {hn.record['rank_option']}, not --rank {config.rank}; train one for that rank")
+        return nets
+    if not config.vectors:
+        raise VocadaptError("hyperofa needs --hypernet DIR (from `vocadapt hypernet train`) or --vectors FILE to train one on the fly")
+    if ctx.source_model is None:
+        raise VocadaptError("hyperofa: training on the fly needs the source model directory")
+    hc = HypernetConfig(vectors=config.vectors, rank=config.rank or "100", steps=config.steps, hidden=config.hidden, seed=ctx.seed)
+    with tempfile.TemporaryDirectory(prefix="vocadapt-hypernet-") as tmp:
+        log.info("hyperofa: training a hypernetwork on the fly (save one with `vocadapt hypernet train` to reuse it)")
+        result = train_hypernet(ctx.source_model, Path(tmp) / "run", hc)
+        from vocadapt.hypernet.quality import format_report
+
+        log.info("%s", format_report(result.quality))
+        return [load_hypernet(Path(tmp) / "run")]  # loaded whole into memory before the directory goes
+
+
+def _target_sets(ctx: InitContext, config: HyperOfaConfig, hn):
+    from vocadapt.hypernet.data import WordSets
+    from vocadapt.init.ofa import word_sets
+    from vocadapt.provenance import fingerprint
+    from vocadapt.vectors.io import load_vectors
+
+    path = config.vectors or hn.record["vectors"]
+    fp = fingerprint(path)
+    if fp != hn.record["vectors_fingerprint"]:
+        raise VocadaptError(
+            f"hyperofa: {hn.path} was trained with word vectors {hn.record['vectors']} (fingerprint "
+            f"{hn.record['vectors_fingerprint']}), but {path} has fingerprint {fp}; use the same vectors"
+        )
+    words, vectors, inc = word_sets(ctx.target_tokenizer, load_vectors(path), config.target_langs, "target", "hyperofa")
+    sets = WordSets.from_incidence(inc, vectors)
+    new = np.asarray(ctx.new_ids, dtype=np.int64)
+    ok = sets.has_words()[new] if len(new) else np.zeros(0, bool)
+    if len(new) and not ok.any():
+        raise VocadaptError(
+            f"hyperofa: no word of {path} contains any of the {len(new)} new target tokens: "
+            "the vectors do not cover the target language (check --target-langs), or use --method mean"
+        )
+    return sets, ok
+
+
+@register("hyperofa", config=HyperOfaConfig, paper="Özeren, Liu, Schütze 2025, HyperOFA", extras=("vectors",))
+def hyperofa_init(ctx: InitContext, source: torch.Tensor, config: HyperOfaConfig) -> Rows:
+    """A BiLSTM hypernetwork predicts OFA coordinates from the words containing each new token (HyperOFA)."""
+    from vocadapt.hypernet.train import matrix_fingerprint
+
+    nets = ctx.cached("hyperofa/nets", lambda: _hypernets(ctx, config))
+    hn = next((h for h in nets if ctx.matrix in h.matrices), None)
+    if hn is None:
+        have = sorted({m for h in nets for m in h.matrices})
+        raise VocadaptError(
+            f"hyperofa: no hypernetwork predicts the {ctx.matrix} matrix (given: {', '.join(have)}); "
+            "the model has an untied head: train with --matrix auto, or add a --matrix output hypernetwork"
+        )
+    from vocadapt.tokenizer.canonical import vocab_size
+
+    expected = hn.record["model_fingerprints"][ctx.matrix]
+    actual = matrix_fingerprint(source[: vocab_size(ctx.source_tokenizer)])
+    if actual != expected:
+        raise VocadaptError(
+            f"hyperofa: {hn.path} was trained for another model: its {ctx.matrix} matrix fingerprint is {expected}, "
+            f"this model's is {actual}; train one with `vocadapt hypernet train {ctx.source_model}`"
+        )
+    sets, ok = ctx.cached(f"hyperofa/sets/{hn.path}", lambda: _target_sets(ctx, config, hn))
+    new = np.asarray(ctx.new_ids, dtype=np.int64)
+    values = torch.zeros(len(new), source.shape[1])
+    if ok.any():
+        values[torch.from_numpy(ok)] = hn.predict(sets, new[ok], ctx.matrix, seed=ctx.seed)
+    log.info("hyperofa: %s: %d of %d new tokens predicted", ctx.matrix, int(ok.sum()), len(new))
+    return Rows(values, torch.from_numpy(ok))
