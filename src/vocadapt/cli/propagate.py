@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     from vocadapt.options import with_config
-    from vocadapt.propagate import PropagateConfig
+    from vocadapt.propagate import CalibrateConfig, PropagateConfig
 
     @app.command("propagate")
     @with_config(PropagateConfig)
@@ -37,3 +38,25 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"instruct rows kept for {report.kept_instruct_rows} special tokens"
                    + (f" ({len(report.appended_tokens)} appended: {', '.join(report.appended_tokens)})" if report.appended_tokens else ""))
         typer.echo(f"wrote {report.out_dir}")
+
+    @app.command("calibrate")
+    @with_config(CalibrateConfig)
+    def calibrate_cmd(
+        model_dir: Path = typer.Argument(..., help="propagated instruct model (or a run directory)"),
+        instructions: Optional[list[Path]] = typer.Option(None, "--instructions", help='JSONL of {"messages": [...]} conversations'),
+        copy_text: Optional[list[Path]] = typer.Option(None, "--copy-text", help="target-language text for copy-task examples"),
+        out: Path = typer.Option(..., "--out", help="run directory (the model lands in OUT/model)"),
+        resume: bool = typer.Option(False, "--resume", help="continue the run in OUT from its last checkpoint"),
+        config: CalibrateConfig = None,
+    ) -> None:
+        """Short LoRA fine-tune on instruction data plus copy-task examples; merged or kept as an adapter."""
+        from vocadapt.propagate import calibrate
+
+        try:
+            result = calibrate(model_dir, out, config, instructions=instructions, copy_text=copy_text, resume=resume)
+        except KeyboardInterrupt as e:
+            typer.echo(str(e), err=True)
+            raise typer.Exit(130) from None
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+        typer.echo(f"calibrated {result.steps} steps on {result.examples}" + (f"; {shown}" if shown else ""))
+        typer.echo(f"wrote {result.model_dir}")
