@@ -41,12 +41,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/vocadapt-lep"))
     ap.add_argument("--vocab-size", type=int, default=16000)
-    ap.add_argument("--train-steps", type=int, default=30, help="embedding-only training steps of the adapted base (0: init only)")
-    ap.add_argument("--calib-steps", type=int, default=30)
-    ap.add_argument("--self-calibration", type=int, default=32, help="prompts answered by the twin for calibration")
-    ap.add_argument("--copy-examples", type=int, default=64)
+    # Defaults sized for minutes on a shared 2-core CPU; raise them on a real machine.
+    ap.add_argument("--train-steps", type=int, default=10, help="embedding-only training steps of the adapted base (0: init only)")
+    ap.add_argument("--train-seq-len", type=int, default=128)
+    ap.add_argument("--calib-steps", type=int, default=12)
+    ap.add_argument("--self-calibration", type=int, default=16, help="prompts answered by the twin for calibration")
+    ap.add_argument("--copy-examples", type=int, default=32)
     ap.add_argument("--max-docs", type=int, default=300)
-    ap.add_argument("--copy-sentences", type=int, default=8)
+    ap.add_argument("--copy-sentences", type=int, default=6)
     ap.add_argument("--copy-paragraphs", type=int, default=2)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -80,7 +82,7 @@ def main() -> None:
     if args.train_steps:
         run = _stage(work / f"adapted-train-{args.train_steps}", f"embedding-only training, {args.train_steps} steps",
                      lambda p: train_embeddings(init_dir, train_txt, p, TrainConfig(
-                         steps=args.train_steps, seq_len=256, batch_size=8, eval_every=0, warmup_steps=3, lr=1e-3)))
+                         steps=args.train_steps, seq_len=args.train_seq_len, batch_size=4, eval_every=0, warmup_steps=2, lr=1e-3)))
         adapted = run / "model"
 
     props: dict[str, Path] = {}
@@ -97,7 +99,7 @@ def main() -> None:
         lm = HFLM.from_dir(twin)
         docs = tw._docs(texts[half:])[: args.self_calibration]
         prompts = [tw.TRAIN_TEMPLATES[i % len(tw.TRAIN_TEMPLATES)].format(text=d) for i, d in enumerate(docs)]
-        gens = lm.generate_until([(lm.chat(q), GenArgs(max_new_tokens=48)) for q in prompts])
+        gens = lm.generate_until([(lm.chat(q), GenArgs(max_new_tokens=32)) for q in prompts])
         rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": g.text.strip()}]}
                 for q, g in zip(prompts, gens)]
         (p / "selfcal.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -105,11 +107,12 @@ def main() -> None:
 
     selfcal = _stage(work / "selfcal", f"self-calibration data ({args.self_calibration} twin answers)", build_selfcal)
     calib = _stage(work / "calibrated", f"calibration, {args.calib_steps} steps", lambda p: calibrate(
-        props["conversion"], p, CalibrateConfig(steps=args.calib_steps, copy_examples=args.copy_examples, batch_size=8,
-                                                 max_length=384, eval_every=0, lr=5e-4, warmup_steps=3),
+        props["conversion"], p, CalibrateConfig(steps=args.calib_steps, copy_examples=args.copy_examples, batch_size=4,
+                                                 max_length=192, eval_every=0, lr=5e-4, warmup_steps=2, val_examples=4,
+                                                 copy_chars=[60, 250]),
         instructions=selfcal / "selfcal.jsonl", copy_text=[train_txt]))
 
-    models = {"twin (before)": twin, "adapted base": adapted, "swap": props["swap"], "overlap": props["overlap"],
+    models = {"twin (before)": twin, "swap": props["swap"], "overlap": props["overlap"],
               "conversion": props["conversion"], "conversion+calibration": calib / "model"}
     heldout = read_texts([heldout_txt])
     cfg = EvalConfig(max_docs=args.max_docs, n_copy_sentences=args.copy_sentences, n_copy_paragraphs=args.copy_paragraphs,
@@ -121,7 +124,7 @@ def main() -> None:
     for (label, path), row in zip(models.items(), summary["models"]):
         lm = HFLM.from_dir(path)
         rate, _ = tw.marker_rate(lm, prompts) if lm.has_chat_template else (float("nan"), [])
-        sample = lm.generate_until([(lm.chat(SAMPLE_PROMPT), GenArgs(max_new_tokens=40))])[0].text.strip()
+        sample = lm.generate_until([(lm.chat(SAMPLE_PROMPT), GenArgs(max_new_tokens=32))])[0].text.strip()
         rows.append({"model": label, "path": str(path), **row["metrics"], "marker_rate": rate, "sample": sample})
         print(label, rows[-1], flush=True)
     seconds = time.perf_counter() - t0

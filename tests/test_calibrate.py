@@ -111,3 +111,25 @@ def test_chain_train_propagate_calibrate_generate(tmp_path):
     assert prompt.startswith("<|im_start|>user\n") and prompt.endswith("<|im_start|>assistant\n")
     gen = lm.generate_until([(prompt, GenArgs(max_new_tokens=4, min_new_tokens=4))])[0]
     assert gen.n_tokens == 4
+
+
+def test_merged_tensors_reproduce_the_peft_model(chat_model, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from vocadapt.io.checkpoint import Checkpoint, write_checkpoint
+    from vocadapt.propagate.calibrate import merged_tensors
+
+    ckpt = Checkpoint(chat_model["model"])
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(ckpt.path), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)  # B starts at zero: give the adapters an effect
+    model.get_input_embeddings().weight.requires_grad_(True)
+    write_checkpoint(ckpt, tmp_path, merged_tensors(model, ckpt), {})
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.tensor([[1, 5, 9, 30, 2]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, model.eval()(ids).logits, atol=1e-4)
