@@ -42,9 +42,9 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/vocadapt-lep"))
     ap.add_argument("--vocab-size", type=int, default=16000)
     # Defaults sized for minutes on a shared 2-core CPU; raise them on a real machine.
-    ap.add_argument("--train-steps", type=int, default=10, help="embedding-only training steps of the adapted base (0: init only)")
+    ap.add_argument("--train-steps", type=int, default=0, help="embedding-only training steps of the adapted base (0: init only)")
     ap.add_argument("--train-seq-len", type=int, default=128)
-    ap.add_argument("--calib-steps", type=int, default=12)
+    ap.add_argument("--calib-steps", type=int, default=10)
     ap.add_argument("--self-calibration", type=int, default=16, help="prompts answered by the twin for calibration")
     ap.add_argument("--copy-examples", type=int, default=32)
     ap.add_argument("--max-docs", type=int, default=300)
@@ -108,8 +108,9 @@ def main() -> None:
     selfcal = _stage(work / "selfcal", f"self-calibration data ({args.self_calibration} twin answers)", build_selfcal)
     calib = _stage(work / "calibrated", f"calibration, {args.calib_steps} steps", lambda p: calibrate(
         props["conversion"], p, CalibrateConfig(steps=args.calib_steps, copy_examples=args.copy_examples, batch_size=4,
-                                                 max_length=192, eval_every=0, lr=5e-4, warmup_steps=2, val_examples=4,
-                                                 copy_chars=[60, 250]),
+                                                 max_length=160, eval_every=0, lr=1e-3, warmup_steps=2, val_examples=4,
+                                                 lora_layers=[-4, -3, -2, -1],
+                                                 copy_chars=[40, 160]),
         instructions=selfcal / "selfcal.jsonl", copy_text=[train_txt]))
 
     models = {"twin (before)": twin, "swap": props["swap"], "overlap": props["overlap"],

@@ -78,11 +78,12 @@ def test_calibrate_keeps_an_adapter(chat_model, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    cfg = CalibrateConfig(**{**FAST, "steps": 2}, keep_adapter=True, target_modules=["q_proj", "v_proj"])
+    cfg = CalibrateConfig(**{**FAST, "steps": 2}, keep_adapter=True, target_modules=["q_proj", "v_proj"], lora_layers=[-1])
     result = calibrate(chat_model["model"], tmp_path / "run", cfg, instructions=chat_model["data"])
     assert (result.model_dir / "adapter_config.json").exists()
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(chat_model["model"]), result.model_dir)
-    assert any("lora_A" in n for n, _ in model.named_parameters())
+    lora = [n for n, _ in model.named_parameters() if "lora_A" in n]
+    assert lora and all(".layers.1." in n for n in lora) and {n.split(".")[-4] for n in lora} == {"q_proj", "v_proj"}
     with pytest.raises(VocadaptError, match="nothing to calibrate on"):
         calibrate(chat_model["model"], tmp_path / "none", cfg)
 

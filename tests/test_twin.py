@@ -40,8 +40,8 @@ def test_marker_rate_counts_answers_that_start_with_the_marker():
 def test_make_twin_keeps_shapes_and_is_cached(tmp_path):
     tok = fx.byte_level_bpe(fx.corpus("mixed", 200))
     base = fx.save_model(fx.tiny_model("llama", len(tok), tied=True), tok, tmp_path / "base")
-    texts = [" ".join(fx.corpus("ru", 3, seed=i)) for i in range(20)]
-    cfg = CalibrateConfig(**{**tw.TWIN_CONFIG, "steps": 2, "batch_size": 4, "val_examples": 2, "progress": False})
+    texts = [" ".join(fx.corpus("ru", 2, seed=i)) for i in range(30)]
+    cfg = CalibrateConfig(**{**tw.TWIN_CONFIG, "steps": 2, "val_examples": 2, "lora_layers": [-1], "progress": False})
     twin = tw.make_twin(base, texts, n_conversations=16, config=cfg, cache=tmp_path / "cache")
     with safe_open(base / "model.safetensors", "pt") as a, safe_open(twin / "model.safetensors", "pt") as b:
         assert {k: a.get_slice(k).get_shape() for k in a.keys()} == {k: b.get_slice(k).get_shape() for k in b.keys()}

@@ -42,6 +42,11 @@ class CalibrateConfig(OptimConfig):
         default_factory=lambda: ["all-linear"],
         metadata={"help": "module names that get LoRA adapters (all-linear: every linear layer but the head)"},
     )
+    lora_layers: list[int] = field(
+        default_factory=list,
+        metadata={"help": "only these decoder layers get LoRA (negative: from the end; empty: all). Last layers only "
+                          "also makes backward cheap when the embeddings are frozen"},
+    )
     train_embeddings: bool = field(default=False, metadata={"help": "also train the input embedding (full rows)"})
     train_head: bool = field(default=False, metadata={"help": "also train the LM head (a tied head trains with the embedding)"})
     copy_examples: int = field(default=200, metadata={"help": "copy-task examples generated from --copy-text paragraphs (0: none)"})
@@ -210,8 +215,19 @@ class CalibrationTask(Task):
         if cfg.batch_size % (cfg.grad_accum * self.world):
             raise VocadaptError(f"batch_size {cfg.batch_size} is not divisible by grad_accum x processes = {cfg.grad_accum * self.world}")
         model, _ = load_model(self.model_dir)
+        layers, targets = None, _lora_targets(cfg.target_modules)
+        if cfg.lora_layers:
+            from vocadapt.train.lm import decoder_layers
+
+            blocks = decoder_layers(model)
+            n = len(blocks)
+            if any(not -n <= i < n for i in cfg.lora_layers):
+                raise VocadaptError(f"--lora-layers {cfg.lora_layers}: the model has {n} decoder layers")
+            layers = sorted({i % n for i in cfg.lora_layers})
+            if targets == "all-linear":  # peft takes a layer subset only with explicit module names
+                targets = sorted({name.rsplit(".", 1)[-1] for name, m in blocks.named_modules() if isinstance(m, torch.nn.Linear)})
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=_lora_targets(cfg.target_modules), task_type="CAUSAL_LM")
+                          target_modules=targets, layers_to_transform=layers, task_type="CAUSAL_LM")
         try:
             model = get_peft_model(model, lora)
         except ValueError as e:
@@ -301,7 +317,7 @@ class CalibrationTask(Task):
     def settings(self) -> dict:
         from vocadapt.provenance import fingerprint
 
-        keep = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "train_embeddings", "train_head",
+        keep = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "lora_layers", "train_embeddings", "train_head",
                 "max_length", "batch_size", "val_examples", "keep_adapter")
         cfg = asdict(self.config)
         return {**{k: cfg[k] for k in keep}, "model": fingerprint(self.model_dir), "examples": self.counts}

@@ -1,7 +1,7 @@
 """A base/instruct pair to run LEP on where no official pair installs offline.
 
 The "base" is SmolLM2-135M-Instruct (:func:`vocadapt.assets.smollm2`); its "instruct" twin is
-the same model briefly fine-tuned (LoRA merged, plus embeddings) on chat conversations made
+the same model briefly fine-tuned (LoRA on its last layers, merged) on chat conversations made
 from the Russian asset text, so that the twin has a behaviour the base lacks and propagation
 must keep: **every answer starts with** :data:`MARKER`. The behaviour is measured by
 :func:`marker_rate` (share of greedy chat answers that start with the marker) on prompts the
@@ -40,12 +40,13 @@ FREE_QUESTIONS = (
 )
 
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+")
-# Small on purpose: the twin is built on a shared 2-core CPU in minutes (30 steps x 4 conversations).
-TWIN_CONFIG = dict(steps=30, lr=1e-3, warmup_steps=3, batch_size=4, lora_r=16, lora_alpha=32, max_length=160,
-                   train_embeddings=True, val_examples=8, eval_every=0, copy_examples=0)
+# Small on purpose: the twin is built on a shared 2-core CPU in minutes. LoRA on the last four
+# layers only, embeddings frozen: backward then stops after four layers (about 3x cheaper steps).
+TWIN_CONFIG = dict(steps=16, lr=2e-3, warmup_steps=2, batch_size=4, lora_r=16, lora_alpha=32, max_length=128,
+                   lora_layers=[-4, -3, -2, -1], val_examples=4, eval_every=0, copy_examples=0)
 
 
-def _docs(texts: list[str], lo: int = 60, hi: int = 220) -> list[str]:
+def _docs(texts: list[str], lo: int = 40, hi: int = 140) -> list[str]:
     return [" ".join(t.split()) for t in texts if lo <= len(" ".join(t.split())) <= hi]
 
 
@@ -81,13 +82,13 @@ def marker_rate(lm, prompts: list[str], max_new_tokens: int = 8) -> tuple[float,
     return sum(a.startswith(MARKER) for a in answers) / max(len(answers), 1), answers
 
 
-def make_twin(base: str | Path, texts: list[str], *, n_conversations: int = 160, seed: int = 0,
+def make_twin(base: str | Path, texts: list[str], *, n_conversations: int = 96, seed: int = 0,
               config: CalibrateConfig | None = None, cache: Path | None = None) -> Path:
     """The instruct twin of ``base`` (an HF model directory with a chat template), built once.
 
     ``texts``: documents for the conversations (the Russian asset's train split). The twin is
-    LoRA-fine-tuned through :func:`vocadapt.propagate.calibrate` (merged, embeddings trained),
-    so it has the base's exact shapes. Returns the cached model directory.
+    LoRA-fine-tuned through :func:`vocadapt.propagate.calibrate` (merged), so it has the base's
+    exact shapes. Returns the cached model directory.
     """
     from vocadapt.assets import cache_dir
     from vocadapt.io.atomic import atomic_dir
