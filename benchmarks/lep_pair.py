@@ -37,6 +37,29 @@ def _stage(path: Path, what: str, build) -> Path:
     return path
 
 
+def measure(job) -> dict:
+    """Bits per byte, copy task, marker rate and a chat sample of one model (runs in a worker)."""
+    import torch
+
+    from vocadapt.corpus import read_texts
+    from vocadapt.evaluate.lm import GenArgs, HFLM
+    from vocadapt.evaluate.runner import EvalConfig, evaluate
+    from vocadapt.propagate import twin as tw
+
+    label, path, out, heldout_txt, args, prompts = job
+    torch.set_num_threads(1)
+    cfg = EvalConfig(max_docs=args["max_docs"], n_copy_sentences=args["copy_sentences"],
+                     n_copy_paragraphs=args["copy_paragraphs"], progress=False)
+    summary = evaluate([path], read_texts([heldout_txt]), ["bpb", "copy"], None, out, cfg, text_paths=[heldout_txt])
+    lm = HFLM.from_dir(path)
+    rate, answers = tw.marker_rate(lm, prompts)
+    sample = lm.generate_until([(lm.chat(SAMPLE_PROMPT), GenArgs(max_new_tokens=32))])[0].text.strip()
+    row = {"model": label, "path": path, **summary["models"][0]["metrics"], "marker_rate": rate, "sample": sample,
+           "marker_answers": answers}
+    print(label, {k: v for k, v in row.items() if k != "marker_answers"}, flush=True)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/vocadapt-lep"))
@@ -50,13 +73,14 @@ def main() -> None:
     ap.add_argument("--max-docs", type=int, default=300)
     ap.add_argument("--copy-sentences", type=int, default=6)
     ap.add_argument("--copy-paragraphs", type=int, default=2)
+    ap.add_argument("--eval-jobs", type=int, default=1, help="models measured in parallel processes")
+    ap.add_argument("--marker-prompts", type=int, default=10, help="unseen prompts for the marker rate (2 over texts, then free questions)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from vocadapt import assets
     from vocadapt.corpus import read_texts
     from vocadapt.evaluate.lm import GenArgs, HFLM
-    from vocadapt.evaluate.runner import EvalConfig, evaluate
     from vocadapt.init import init_embeddings
     from vocadapt.propagate import CalibrateConfig, PropagateConfig, calibrate, propagate
     from vocadapt.propagate import twin as tw
@@ -116,18 +140,19 @@ def main() -> None:
     models = {"twin (before)": twin, "swap": props["swap"], "overlap": props["overlap"],
               "conversion": props["conversion"], "conversion+calibration": calib / "model"}
     heldout = read_texts([heldout_txt])
-    cfg = EvalConfig(max_docs=args.max_docs, n_copy_sentences=args.copy_sentences, n_copy_paragraphs=args.copy_paragraphs,
-                     progress=False)
+    prompts = tw.eval_prompts(heldout)[: args.marker_prompts]
     t0 = time.perf_counter()
-    summary = evaluate(list(models.values()), heldout, ["bpb", "copy"], None, work / "eval", cfg, text_paths=[heldout_txt])
-    prompts = tw.eval_prompts(heldout)
-    rows = []
-    for (label, path), row in zip(models.items(), summary["models"]):
-        lm = HFLM.from_dir(path)
-        rate, _ = tw.marker_rate(lm, prompts) if lm.has_chat_template else (float("nan"), [])
-        sample = lm.generate_until([(lm.chat(SAMPLE_PROMPT), GenArgs(max_new_tokens=32))])[0].text.strip()
-        rows.append({"model": label, "path": str(path), **row["metrics"], "marker_rate": rate, "sample": sample})
-        print(label, rows[-1], flush=True)
+    jobs = [(label, str(path), str(work / "eval" / f"{i}-{label.split()[0].replace('+', '-')}"), str(heldout_txt), vars(args), prompts)
+            for i, (label, path) in enumerate(models.items())]
+    if args.eval_jobs > 1:
+        # One process per model: on a shared CPU each gets its own share (same total work).
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.eval_jobs, mp_context=mp.get_context("spawn")) as pool:
+            rows = list(pool.map(measure, jobs))
+    else:
+        rows = [measure(j) for j in jobs]
     seconds = time.perf_counter() - t0
     results = {"rows": rows, "fits": fits, "args": {k: str(v) for k, v in vars(args).items()}, "twin": str(twin),
                "eval_seconds": round(seconds, 1), "prompts": prompts}

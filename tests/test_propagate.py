@@ -163,6 +163,8 @@ def test_refusals_name_the_mismatch(pair, tmp_path):
     with pytest.raises(VocadaptError, match="not a same-shaped twin of the base: extra"):
         propagate(base, deep_dir, adapted, tmp_path / "c")
     assert not (tmp_path / "c").exists()
+    with pytest.raises(VocadaptError, match=r"overlap: only \d+ tokens to fit a 32 x 32 map \(need 100000\)"):
+        propagate(base, inst, adapted, tmp_path / "d", PropagateConfig(method="overlap", min_fit_tokens=100_000))
     with pytest.raises(ValueError, match="did you mean 'overlap'"):
         PropagateConfig(method="overlapp")
 
