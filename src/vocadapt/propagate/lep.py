@@ -1,0 +1,340 @@
+"""Learned Embedding Propagation: give an adapted base model's vocabulary to its instruct twin.
+
+Inputs are three checkpoints of one architecture: the ORIGINAL base (old vocabulary), the
+INSTRUCT model made from it (same shapes, old vocabulary, maybe a few chat tokens more) and the
+ADAPTED base (new vocabulary, its rows learned by init + embedding-only training). For the input
+embedding E and, when untied, the head O separately, a d x d map P from the base space to the
+instruct space is fitted on the old vocabulary and applied to the adapted rows::
+
+    swap        P = I
+    overlap     P = lstsq(E_base[C], E_inst[C])            C: old tokens also in the new vocabulary
+    conversion  P = lstsq(T(E_base), T(E_inst))            T(E)[t] = mean of E over the old-tokenizer
+                                                            decomposition of new token t
+
+    new rows    = E_adapted @ P                             (float64, cast to the instruct dtype)
+
+The transformer layers are the instruct model's, copied byte for byte (streamed shard by shard);
+the instruct model's special and chat tokens keep their instruct rows (tokens the new tokenizer
+lacks are appended to it), and its chat template, special-token roles and generation config are
+carried over. Exact math: METHODS.md section 7 (Tikhomirov & Chernyshev 2024).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vocadapt.errors import VocadaptError, did_you_mean
+from vocadapt.init.context import BLOCK_ROWS
+from vocadapt.io.atomic import atomic_dir, check_output_dir
+from vocadapt.io.checkpoint import Checkpoint, write_checkpoint
+from vocadapt.io.safetensors_stream import TensorInfo, read_header, write_file
+from vocadapt.provenance import write_provenance
+from vocadapt.tokenizer.align import Alignment, align_vocabularies, read_mapping
+from vocadapt.tokenizer.canonical import special_ids, vocab_size
+from vocadapt.tokenizer.load import load_tokenizer
+
+log = logging.getLogger("vocadapt")
+
+METHODS = ("swap", "overlap", "conversion")
+ROLES = ("bos", "eos", "pad", "unk")
+
+
+@dataclass
+class PropagateConfig:
+    """Settings of ``vocadapt propagate`` (and of a recipe's ``propagate:`` section)."""
+
+    method: str = field(default="conversion", metadata={"help": "map from base to instruct space: swap (identity) | overlap | conversion"})
+    min_fit_tokens: int = field(
+        default=0,
+        metadata={"help": "refuse a least-squares fit on fewer tokens (0: the hidden size, below which P is underdetermined)"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}{did_you_mean(self.method, METHODS)}")
+        if self.min_fit_tokens < 0:
+            raise ValueError(f"min_fit_tokens must be 0 or more, not {self.min_fit_tokens}")
+
+
+@dataclass
+class MapFit:
+    """One fitted map. ``residual``: ||X P - Y||_F / ||Y||_F on ``residual_tokens`` tokens (for
+    swap, X = Y's base rows with P = I: how far the instruct model moved); ``fit_tokens``: rows
+    the least squares used (0 for swap)."""
+
+    fit_tokens: int
+    residual: float
+    residual_tokens: int
+
+
+@dataclass
+class PropagateReport:
+    out_dir: Path
+    method: str
+    rows: int  # rows of the output vocabulary matrices
+    fits: dict[str, MapFit]  # per matrix: "input", and "output" when the head is untied
+    kept_instruct_rows: int  # special/chat tokens whose rows are the instruct model's
+    appended_tokens: list[str]  # instruct special tokens the adapted tokenizer lacked
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks
+# ------------------------------------------------------------------------------------------------
+
+
+def _body_shapes(ckpt: Checkpoint) -> dict[str, tuple[int, ...]]:
+    vocab = set(ckpt.vocab.names())
+    return {n: tuple(i.shape) for n, i in ckpt.tensors.items() if n not in vocab}
+
+
+def _check_twins(base: Checkpoint, other: Checkpoint, role: str) -> None:
+    """Refuse ``other`` unless it has the base's architecture, dimensions and body tensors."""
+    if other.model_type != base.model_type:
+        raise VocadaptError(f"{role} is a {other.model_type} model but the base is {base.model_type}: propagation needs one architecture")
+    if other.hidden_size != base.hidden_size:
+        raise VocadaptError(f"{role} has hidden size {other.hidden_size}, the base {base.hidden_size}: not the same model family")
+    if other.vocab.tied != base.vocab.tied:
+        raise VocadaptError(
+            f"{role} {'ties' if other.vocab.tied else 'unties'} its head but the base {'ties' if base.vocab.tied else 'unties'} it"
+        )
+    a, b = _body_shapes(base), _body_shapes(other)
+    if a != b:
+        missing = sorted(set(a) - set(b))
+        extra = sorted(set(b) - set(a))
+        differ = sorted(n for n in set(a) & set(b) if a[n] != b[n])
+        what = (f"missing {missing[:3]}" if missing else f"extra {extra[:3]}" if extra else
+                f"{differ[0]} is {b[differ[0]]} vs {a[differ[0]]} in the base")
+        raise VocadaptError(f"{role} is not a same-shaped twin of the base: {what}")
+
+
+def _check_vocabularies(base_tok: Any, inst_tok: Any, adapted_tok: Any, inst_rows: int) -> None:
+    base_vocab, inst_vocab = base_tok.get_vocab(), inst_tok.get_vocab()
+    moved = [t for t, i in base_vocab.items() if inst_vocab.get(t) != i]
+    if moved:
+        raise VocadaptError(
+            f"the instruct tokenizer numbers {len(moved)} base tokens differently (e.g. {moved[0]!r}): "
+            "it must be the base's vocabulary, with chat tokens at most appended"
+        )
+    if vocab_size(base_tok) > inst_rows:
+        raise VocadaptError(f"the instruct model has {inst_rows} embedding rows but the base tokenizer {vocab_size(base_tok)} ids")
+    if adapted_tok.get_vocab() == base_vocab:
+        raise VocadaptError(
+            "the adapted model still has the base model's vocabulary: pass the model written by "
+            "`vocadapt init` (and trained), not the original base"
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# The map
+# ------------------------------------------------------------------------------------------------
+
+
+def fit_pairs(alignment: Alignment, method: str, excluded: set[int]) -> list[list[int]]:
+    """Old-vocabulary id lists whose mean rows are paired between base and instruct.
+
+    overlap: one list [s] per new-vocabulary token copied from old id s; conversion: the
+    old-tokenizer decomposition of every new-vocabulary token (a copied token decomposes into
+    itself). Special tokens (``excluded`` old ids, and the new vocabulary's specials) are left
+    out: chat tokens are trained apart in the instruct model and would bend the map.
+    """
+    pairs: list[list[int]] = []
+    for t in range(alignment.target_size):
+        if t in alignment.target_specials:
+            continue
+        s = int(alignment.copy_from[t])
+        if s >= 0:
+            ids = [s]
+        elif method == "conversion":
+            ids = alignment.decompositions.get(t, [])
+        else:
+            continue
+        ids = [i for i in ids if i not in excluded]
+        if ids:
+            pairs.append(ids)
+    return pairs
+
+
+def mean_rows(matrix: torch.Tensor, pairs: list[list[int]]) -> torch.Tensor:
+    """(len(pairs), d) float64: row i is the mean of ``matrix`` rows ``pairs[i]`` (T(E) of conversion)."""
+    lengths = np.fromiter((len(p) for p in pairs), dtype=np.int64, count=len(pairs))
+    ids = torch.from_numpy(np.fromiter((i for p in pairs for i in p), dtype=np.int64, count=int(lengths.sum())))
+    rows = torch.from_numpy(np.repeat(np.arange(len(pairs)), lengths))
+    out = torch.zeros(len(pairs), matrix.shape[1], dtype=torch.float64)
+    for start in range(0, len(ids), BLOCK_ROWS):
+        out.index_add_(0, rows[start : start + BLOCK_ROWS], matrix[ids[start : start + BLOCK_ROWS]].double())
+    return out / torch.from_numpy(lengths).double()[:, None]
+
+
+def fit_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """P (d x d, float64) minimizing ||x P - y||_F; x, y: (n, d)."""
+    # gelsd (SVD-based) handles rank-deficient x; lstsq's CPU default gelsy does too but is
+    # less accurate for ill-conditioned embeddings.
+    return torch.linalg.lstsq(x.double(), y.double(), driver="gelsd").solution
+
+
+def relative_residual(x: torch.Tensor, y: torch.Tensor, p: torch.Tensor | None) -> float:
+    y = y.double()
+    pred = x.double() if p is None else x.double() @ p
+    return float(torch.linalg.norm(pred - y) / torch.linalg.norm(y).clamp_min(1e-30))
+
+
+def _fit(method: str, base_m: torch.Tensor, inst_m: torch.Tensor, alignment: Alignment, excluded: set[int],
+         min_tokens: int) -> tuple[torch.Tensor | None, MapFit]:
+    """(P or None for identity, its fit record) for one matrix."""
+    pairs = fit_pairs(alignment, "overlap" if method == "swap" else method, excluded)
+    if not pairs:
+        raise VocadaptError(
+            f"{method}: no old-vocabulary token pairs to fit on (the vocabularies share nothing"
+            + (" and no new token decomposes into old ones)" if method == "conversion" else "); try --method conversion")
+        )
+    x, y = mean_rows(base_m, pairs), mean_rows(inst_m, pairs)
+    if method == "swap":
+        return None, MapFit(fit_tokens=0, residual=relative_residual(x, y, None), residual_tokens=len(pairs))
+    if len(pairs) < min_tokens:
+        raise VocadaptError(
+            f"{method}: only {len(pairs)} tokens to fit a {base_m.shape[1]} x {base_m.shape[1]} map "
+            f"(need {min_tokens}); use --method conversion or swap, or lower --min-fit-tokens"
+        )
+    p = fit_map(x, y)
+    return p, MapFit(fit_tokens=len(pairs), residual=relative_residual(x, y, p), residual_tokens=len(pairs))
+
+
+def apply_map(rows: torch.Tensor, p: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """``rows @ p`` in float64, block by block, returned in ``dtype``; ``p=None`` is the identity."""
+    out = torch.empty(rows.shape, dtype=dtype)
+    for start in range(0, rows.shape[0], BLOCK_ROWS):
+        block = rows[start : start + BLOCK_ROWS].double()
+        out[start : start + BLOCK_ROWS] = (block if p is None else block @ p).to(dtype)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Tokenizer of the output
+# ------------------------------------------------------------------------------------------------
+
+
+def _output_tokenizer(adapted_tok: Any, inst_tok: Any) -> tuple[Any, dict[int, int], list[str]]:
+    """The adapted tokenizer with the instruct model's special tokens, roles and chat template.
+
+    Returns (tokenizer, {output id: instruct id} for every instruct special token, appended
+    token strings). Special tokens the adapted tokenizer lacks are appended as special tokens.
+    """
+    from tokenizers import AddedToken
+
+    inv_inst = {i: t for t, i in inst_tok.get_vocab().items()}
+    inst_specials = sorted(special_ids(inst_tok))
+    out_vocab = adapted_tok.get_vocab()
+    appended = [inv_inst[i] for i in inst_specials if i in inv_inst and inv_inst[i] not in out_vocab]
+    if appended:
+        adapted_tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in appended], special_tokens=True)
+    out_vocab = adapted_tok.get_vocab()
+    keep = {out_vocab[inv_inst[i]]: i for i in inst_specials if i in inv_inst}
+    for role in ROLES:
+        token = getattr(inst_tok, f"{role}_token", None)
+        if isinstance(token, str) and token in out_vocab:
+            setattr(adapted_tok, f"{role}_token", token)
+    if getattr(inst_tok, "chat_template", None):
+        adapted_tok.chat_template = inst_tok.chat_template
+    return adapted_tok, keep, appended
+
+
+# ------------------------------------------------------------------------------------------------
+# The command
+# ------------------------------------------------------------------------------------------------
+
+
+def propagate(
+    base: str | Path,
+    instruct: str | Path,
+    adapted: str | Path,
+    out: str | Path,
+    config: PropagateConfig | None = None,
+    *,
+    overwrite: bool = False,
+) -> PropagateReport:
+    """Write ``out``: the INSTRUCT model with the ADAPTED base's vocabulary, propagated.
+
+    ``base``: the original base model (HF directory or .gguf); ``instruct``: its instruct twin;
+    ``adapted``: the base with a new tokenizer and learned rows (``vocadapt init`` + training).
+    The output loads with ``from_pretrained`` and chats with the instruct model's template.
+    """
+    config = config or PropagateConfig()
+    started = time.perf_counter()
+    check_output_dir(out, overwrite)
+    base_ck, inst_ck, adapt_ck = Checkpoint(base), Checkpoint(instruct), Checkpoint(adapted)
+    for ck, role in ((base_ck, "base"), (inst_ck, "instruct"), (adapt_ck, "adapted")):
+        if ck.vocab.output_bias:
+            raise VocadaptError(f"{role} model is a masked LM ({ck.model_type}): propagation is for causal LMs")
+    _check_twins(base_ck, inst_ck, "the instruct model")
+    _check_twins(base_ck, adapt_ck, "the adapted model")
+    base_tok = load_tokenizer(base_ck.path, "base model's tokenizer")
+    inst_tok = load_tokenizer(inst_ck.path, "instruct model's tokenizer")
+    adapt_tok = load_tokenizer(adapt_ck.path, "adapted model's tokenizer")
+    _check_vocabularies(base_tok, inst_tok, adapt_tok, inst_ck.embedding_rows)
+    if vocab_size(adapt_tok) > adapt_ck.embedding_rows:
+        raise VocadaptError(f"adapted tokenizer has ids up to {vocab_size(adapt_tok) - 1} but its model only {adapt_ck.embedding_rows} rows")
+
+    alignment = align_vocabularies(base_tok, adapt_tok, mapping=read_mapping(adapt_ck.path), decompose=config.method == "conversion")
+    excluded = special_ids(base_tok) | special_ids(inst_tok)
+    out_tok, keep, appended = _output_tokenizer(adapt_tok, inst_tok)
+    n_rows = max(adapt_ck.embedding_rows, vocab_size(out_tok))
+    min_tokens = config.min_fit_tokens or base_ck.hidden_size
+
+    matrices = [("input", base_ck.vocab.input, inst_ck.vocab.input, adapt_ck.vocab.input)]
+    if not base_ck.vocab.tied:
+        matrices.append(("output", base_ck.vocab.output, inst_ck.vocab.output, adapt_ck.vocab.output))
+    fits: dict[str, MapFit] = {}
+    config_updates: dict[str, Any] = {"vocab_size": n_rows}
+    for role in ROLES:
+        tid = getattr(out_tok, f"{role}_token_id", None)
+        if isinstance(tid, int) and f"{role}_token_id" in inst_ck.config:
+            config_updates[f"{role}_token_id"] = tid
+
+    with atomic_dir(out, overwrite=overwrite) as staging:
+        replacements: dict[str, TensorInfo] = {}
+        for matrix, base_name, inst_name, adapt_name in matrices:
+            # One matrix at a time, spilled to disk when done: peak memory is one matrix of each model.
+            inst_m = inst_ck.read(inst_name)
+            p, fits[matrix] = _fit(config.method, base_ck.read(base_name), inst_m, alignment, excluded, min_tokens)
+            log.info("propagate %s (%s): residual %.4f on %d tokens, fit on %d", matrix, config.method,
+                     fits[matrix].residual, fits[matrix].residual_tokens, fits[matrix].fit_tokens)
+            adapted_m = adapt_ck.read(adapt_name)
+            # Rows past the adapted ones are appended chat tokens: all overwritten just below.
+            new = torch.zeros(n_rows, inst_m.shape[1], dtype=inst_m.dtype)
+            new[: adapted_m.shape[0]] = apply_map(adapted_m, p, inst_m.dtype)
+            for out_id, inst_id in keep.items():
+                new[out_id] = inst_m[inst_id]
+            del inst_m, adapted_m
+            path = staging / f".spill-{len(replacements)}.safetensors"
+            write_file(path, [("t", new)])
+            replacements[inst_name] = read_header(path)[0]["t"]
+            del new
+        if inst_ck.vocab.tied and inst_ck.vocab.output:  # a tied checkpoint that stores the head anyway
+            replacements[inst_ck.vocab.output] = replacements[inst_ck.vocab.input]
+        write_checkpoint(inst_ck, staging, replacements, config_updates)
+        for spill in staging.glob(".spill-*.safetensors"):
+            spill.unlink()
+        out_tok.save_pretrained(str(staging))
+        report = PropagateReport(
+            out_dir=Path(out), method=config.method, rows=n_rows, fits=fits, kept_instruct_rows=len(keep),
+            appended_tokens=appended, seconds=round(time.perf_counter() - started, 3),
+        )
+        write_provenance(
+            staging, "propagate", config,
+            inputs={"base": base_ck.path, "instruct": inst_ck.path, "adapted": adapt_ck.path},
+            results={k: v for k, v in report.as_dict().items() if k != "out_dir"},
+        )
+    return report

@@ -1,0 +1,136 @@
+"""Calibration: chat data with assistant-only loss, copy examples, LoRA through the engine, merge/adapter;
+and the whole LEP chain train -> propagate -> calibrate -> generate on a tiny in-process pair."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import factories as fx
+from vocadapt.errors import VocadaptError
+from vocadapt.propagate import CalibrateConfig, PropagateConfig, calibrate, propagate
+from vocadapt.propagate.calibrate import copy_conversations, encode_conversation, read_conversations
+from vocadapt.tokenizer.load import load_tokenizer
+
+FAST = dict(steps=4, warmup_steps=0, eval_every=0, batch_size=4, val_examples=2, lora_r=4, lora_alpha=8,
+            progress=False, lr=5e-3, max_length=96)
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calib")
+    tok = fx.byte_level_bpe(fx.corpus("mixed", 300))
+    model_dir = fx.save_model(fx.tiny_model("llama", len(tok), tied=False), tok, root / "model")
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "OK: " + q[::-1]}]}
+            for q in fx.corpus("en", 24, seed=5)]
+    data = root / "chat.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    text = root / "ru.txt"
+    text.write_text("\n%\n".join(" ".join(fx.corpus("ru", 4, seed=i)) for i in range(12)) + "\n", encoding="utf-8")
+    return {"model": model_dir, "data": data, "text": text}
+
+
+def test_loss_only_on_assistant_turns(chat_model):
+    tok = load_tokenizer(chat_model["model"])
+    conv = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello there"}, {"role": "user", "content": "again"},
+            {"role": "assistant", "content": "мир"}]
+    ids, labels = encode_conversation(tok, conv, 1000)
+    assert ids == tok(tok.apply_chat_template(conv, tokenize=False), add_special_tokens=False)["input_ids"]
+    learned = tok.decode([i for i, lab in zip(ids, labels) if lab != -100])
+    assert learned == "hello there<|im_end|>\nмир<|im_end|>\n"
+    ids, labels = encode_conversation(tok, conv, 10)
+    assert len(ids) == len(labels) == 10
+
+
+def test_copy_conversations_and_bad_jsonl(chat_model, tmp_path):
+    texts = ["Короткий.", "Это абзац текста на русском языке, достаточно длинный, чтобы стать примером копирования."]
+    convs = copy_conversations(texts, 3, chars=(40, 600))
+    assert len(convs) == 3 and convs[0][1]["content"] == texts[1] and texts[1] in convs[0][0]["content"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "x"}]}\n', encoding="utf-8")
+    with pytest.raises(VocadaptError, match="bad.jsonl:1: no assistant turn"):
+        read_conversations(bad)
+    with pytest.raises(ValueError, match="keep_adapter stores only the LoRA weights"):
+        CalibrateConfig(keep_adapter=True, train_embeddings=True)
+
+
+def test_calibrate_merges_lora_into_the_changed_tensors_only(chat_model, tmp_path):
+    cfg = CalibrateConfig(**FAST, train_embeddings=True, copy_examples=8, copy_chars=[40, 600])
+    result = calibrate(chat_model["model"], tmp_path / "run", cfg, instructions=chat_model["data"], copy_text=chat_model["text"])
+    assert result.examples == {"instructions": 24, "copy": 8, "validation": 2}
+    before, after = load_file(chat_model["model"] / "model.safetensors"), load_file(result.model_dir / "model.safetensors")
+    assert set(before) == set(after)
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    # LoRA on every linear layer of the body, the embedding trained; norms and the frozen head untouched.
+    assert "model.embed_tokens.weight" in changed and "lm_head.weight" not in changed
+    assert {n for n in changed if "layers" in n} == {n for n in before if n.endswith("proj.weight")}
+    assert not any("norm" in n for n in changed)
+    assert (result.model_dir / "tokenizer.json").exists()
+    prov = json.loads((result.model_dir / "vocadapt.json").read_text())
+    assert prov["step"] == "calibrate" and prov["results"]["steps"] == 4
+
+
+def test_calibrate_keeps_an_adapter(chat_model, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cfg = CalibrateConfig(**{**FAST, "steps": 2}, keep_adapter=True, target_modules=["q_proj", "v_proj"], lora_layers=[-1])
+    result = calibrate(chat_model["model"], tmp_path / "run", cfg, instructions=chat_model["data"])
+    assert (result.model_dir / "adapter_config.json").exists()
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(chat_model["model"]), result.model_dir)
+    lora = [n for n, _ in model.named_parameters() if "lora_A" in n]
+    assert lora and all(".layers.1." in n for n in lora) and {n.split(".")[-4] for n in lora} == {"q_proj", "v_proj"}
+    with pytest.raises(VocadaptError, match="nothing to calibrate on"):
+        calibrate(chat_model["model"], tmp_path / "none", cfg)
+
+
+def test_chain_train_propagate_calibrate_generate(tmp_path):
+    """The LEP pipeline end to end on a tiny pair made in-process."""
+    from test_propagate import make_pair
+
+    from vocadapt.evaluate.lm import GenArgs, HFLM
+    from vocadapt.train import TrainConfig, train_embeddings
+
+    pair = make_pair(tmp_path / "pair", tied=True)
+    corpus = tmp_path / "ru.txt"
+    corpus.write_text("\n%\n".join(fx.corpus("ru", 200, seed=9)) + "\n", encoding="utf-8")
+    trained = train_embeddings(pair["adapted"], corpus, tmp_path / "train",
+                               TrainConfig(steps=3, batch_size=4, seq_len=32, eval_every=0, progress=False, warmup_steps=0))
+    prop = propagate(pair["base"], pair["instruct"], trained.model_dir, tmp_path / "prop", PropagateConfig(method="conversion"))
+    assert prop.fits["input"].fit_tokens > 0
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"messages": [{"role": "user", "content": s}, {"role": "assistant", "content": s}]},
+                                       ensure_ascii=False) + "\n" for s in fx.corpus("ru", 12, seed=4)), encoding="utf-8")
+    calib = calibrate(tmp_path / "prop", tmp_path / "calib", CalibrateConfig(**FAST), instructions=chat, copy_text=corpus)
+    lm = HFLM.from_dir(calib.model_dir)
+    assert lm.tokenizer.chat_template == load_tokenizer(pair["instruct"]).chat_template
+    prompt = lm.chat("привет мир")
+    assert prompt.startswith("<|im_start|>user\n") and prompt.endswith("<|im_start|>assistant\n")
+    gen = lm.generate_until([(prompt, GenArgs(max_new_tokens=4, min_new_tokens=4))])[0]
+    assert gen.n_tokens == 4
+
+
+def test_merged_tensors_reproduce_the_peft_model(chat_model, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from vocadapt.io.checkpoint import Checkpoint, write_checkpoint
+    from vocadapt.propagate.calibrate import merged_tensors
+
+    ckpt = Checkpoint(chat_model["model"])
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(ckpt.path), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)  # B starts at zero: give the adapters an effect
+    model.get_input_embeddings().weight.requires_grad_(True)
+    write_checkpoint(ckpt, tmp_path, merged_tensors(model, ckpt), {})
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.tensor([[1, 5, 9, 30, 2]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, model.eval()(ids).logits, atol=1e-4)
