@@ -72,3 +72,13 @@ def _ofa(workdir: Path) -> dict[str, Any]:
 
 
 OPTIONS.update(focus=_focus, wechsel=_wechsel, ofa=_ofa)
+
+
+def _regression(workdir: Path) -> dict[str, Any]:
+    # Features from fastText on target text (the helper-free variant): works for every target
+    # tokenizer the matrix uses; the helper-model variant has its own tests (test_regression.py).
+    opts = _focus(workdir)
+    return {"features_corpus": opts.pop("aux_corpus"), **opts}
+
+
+OPTIONS.update(regression=_regression)

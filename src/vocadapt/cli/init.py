@@ -47,6 +47,10 @@ def register(app: typer.Typer) -> None:
         for matrix, c in report.counts.items():
             table.add_row(matrix, *(str(c[k]) for k in cols))
         Console().print(table)
+        for name, per_matrix in report.stats.items():  # a method's own figures (e.g. regression's fit)
+            for matrix, stats in per_matrix.items():
+                shown = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict))
+                typer.echo(f"{name} {matrix}: " + ", ".join(shown))
         typer.echo(f"wrote {report.out_dir}")
 
     @app.command("methods")

@@ -49,6 +49,7 @@ class InitContext:
     source_model: Path | None = None
     target_dir: Path | None = None
     memo: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)  # what a method reports; written to the provenance
 
     @property
     def new_ids(self) -> np.ndarray:

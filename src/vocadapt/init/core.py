@@ -21,7 +21,7 @@ from vocadapt.errors import VocadaptError
 from vocadapt.init.context import BLOCK_ROWS, InitContext, Rows, column_stats, combine_rows, finite_rows, random_rows
 from vocadapt.init.registry import get_method
 from vocadapt.io.atomic import atomic_dir
-from vocadapt.io.checkpoint import Checkpoint, write_checkpoint
+from vocadapt.io.checkpoint import Checkpoint, resolve_model_dir, write_checkpoint
 from vocadapt.io.safetensors_stream import TensorInfo, read_header, write_file
 from vocadapt.provenance import write_provenance
 from vocadapt.tokenizer.align import align_vocabularies, read_mapping
@@ -43,6 +43,7 @@ class InitReport:
     alignment: dict[str, int]
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)  # the method's own figures (e.g. regression fit quality)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -145,6 +146,8 @@ def init_embeddings(
     spec = get_method(method)
     config = spec.make_config(options)
     ckpt = Checkpoint(source_model)
+    if Path(target_tokenizer).exists():  # a helper model as the target (regression) may be a .gguf or a run dir
+        target_tokenizer = resolve_model_dir(target_tokenizer)
     src_tok = load_tokenizer(ckpt.path, "source model's tokenizer")
     tgt_tok = load_tokenizer(target_tokenizer, "target tokenizer")
     n_src = vocab_size(src_tok)
@@ -187,13 +190,15 @@ def init_embeddings(
             alignment=alignment.summary(),
             counts=counts,
             seconds=round(time.perf_counter() - started, 3),
+            stats=ctx.stats,
         )
         write_provenance(
             staging,
             "init",
             {"method": method, "options": config, "seed": seed, "pad_to_multiple_of": pad_to_multiple_of, "fallback": fallback},
             inputs={"source_model": ckpt.path, "target_tokenizer": target_tokenizer},
-            results={"counts": counts, "alignment": report.alignment, "seconds": report.seconds, "tied": ckpt.vocab.tied},
+            results={"counts": counts, "alignment": report.alignment, "seconds": report.seconds, "tied": ckpt.vocab.tied,
+                     **({"method_stats": ctx.stats} if ctx.stats else {})},
         )
     return report
 

@@ -25,7 +25,7 @@ from typing import Any
 from vocadapt.errors import VocadaptError, did_you_mean
 
 # Modules that register methods, imported on first use of the registry.
-_METHOD_MODULES = ("random", "mean", "focus", "wechsel", "ofa")
+_METHOD_MODULES = ("random", "mean", "focus", "wechsel", "ofa", "regression")
 
 
 @dataclass(frozen=True)
