@@ -49,12 +49,12 @@ def _load_common(model: str, target: str):
     return src_tok, tgt_tok, emb
 
 
-def method_matrix(side: str, method: str, src_tok, tgt_tok, emb, inp: dict, full: bool = False):
+def method_matrix(side: str, method: str, src_tok, tgt_tok, emb, inp: dict, full: bool = False, fallback: str = "random"):
     """One method's target rows as a (target vocab x d) float32 array.
 
     ``side`` "ours" or "ref". For ours, only the rows the method computed are filled (NaN
     elsewhere) unless ``full``: then the whole matrix as ``vocadapt init`` assembles it (copies,
-    computed rows, seeded random fallback), comparable with the reference's full output.
+    computed rows, ``fallback`` for the others), comparable with the reference's full output.
     """
     import numpy as np
 
@@ -81,7 +81,7 @@ def method_matrix(side: str, method: str, src_tok, tgt_tok, emb, inp: dict, full
         if full:
             from vocadapt.init.core import _assemble
 
-            return _assemble(emb, ctx, rows, ctx.alignment.target_size, "fallback/input")[0].numpy()
+            return _assemble(emb, ctx, rows, ctx.alignment.target_size, "fallback/input", fallback)[0].numpy()
         out = np.full((len(ctx.alignment.copy_from), emb.shape[1]), np.nan, dtype=np.float32)
         new = ctx.new_ids[rows.ok.numpy()]
         out[new] = rows.values.numpy()[rows.ok.numpy()]
