@@ -15,7 +15,7 @@ tokenizer of a new language. Methods:
 
 Each run is one `vocadapt init` process; wall time and peak RSS (``getrusage`` of that child)
 are measured around it and include reading the checkpoint, the alignment, the method and
-writing the output. Per-stage seconds come from the run's log (``--profile`` adds cProfile).
+writing the output (``--profile`` writes a cProfile of each run, to see which stage costs).
 
     PYTHONPATH=src python benchmarks/scale.py [--sizes 32768 131072 262144] [--methods mean focus regression]
 """
