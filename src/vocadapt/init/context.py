@@ -20,6 +20,7 @@ import torch
 from vocadapt.tokenizer.align import Alignment
 
 BLOCK_ROWS = 4096  # rows per block when gathering source rows: bounds temporary memory
+BAG_ELEMENTS = 1 << 24  # source values converted to float32 at a time by weighted_row_sums (64 MB)
 
 
 @dataclass
@@ -120,8 +121,9 @@ def weighted_row_sums(
     The one kernel behind every "row = weighted sum of source rows" method (mean, FOCUS,
     WECHSEL, OFA). Entries are grouped by output row and summed by ``embedding_bag`` (one fused
     gather-multiply-add pass, float32) over the distinct source rows converted to float32 a
-    block of columns at a time, so memory stays bounded (~64 MB of converted rows) whatever the
-    vocabulary and however many rows are mixed.
+    block of columns at a time, so memory stays bounded (``BAG_ELEMENTS`` converted values)
+    whatever the vocabulary and however many rows are mixed. Agrees with gather-then-
+    ``index_add_`` to float32 rounding (the fused multiply-add rounds once, not twice).
     """
     d = source.shape[1]
     out = torch.zeros(n, d, dtype=torch.float32)
@@ -132,7 +134,7 @@ def weighted_row_sums(
     uniq, local = torch.unique(ids, return_inverse=True)
     offsets = torch.zeros(n, dtype=torch.long)
     offsets[1:] = torch.bincount(rows, minlength=n)[:-1].cumsum(0)
-    width = max(1, min(d, (16 << 20) // max(len(uniq), 1)))
+    width = max(1, min(d, BAG_ELEMENTS // max(len(uniq), 1)))
     for c in range(0, d, width):
         block = source[:, c : c + width].index_select(0, uniq).float()
         out[:, c : c + width] = torch.nn.functional.embedding_bag(
