@@ -67,7 +67,13 @@ def save_tokenizer(vocab: dict, merges: list, path: Path) -> None:
     PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=SPECIALS[0], eos_token=SPECIALS[1]).save_pretrained(path)
 
 
-def build_checkpoint(path: Path, layers: int) -> None:
+def build_checkpoint(
+    path: Path, layers: int, vocab: int = VOCAB, hidden: int = HIDDEN, inter: int = INTER,
+    tokenizer: Path | None = None, tied: bool = False,
+) -> None:
+    """A random Llama checkpoint (bf16) with a ``vocab`` x ``hidden`` embedding (and untied head
+    unless ``tied``), ``layers`` layers, and ``tokenizer`` (a tokenizer directory whose files are
+    copied; default: a synthetic byte-level BPE of ``vocab`` tokens)."""
     if (path / "config.json").exists():
         return
     tmp = path.with_name(path.name + ".tmp")
@@ -75,26 +81,31 @@ def build_checkpoint(path: Path, layers: int) -> None:
     tmp.mkdir(parents=True)
     g = torch.Generator().manual_seed(0)
 
-    def rand(*shape):
-        return (torch.randn(*shape, generator=g) * 0.02).to(torch.bfloat16)
+    def rand(rows, cols):  # in row blocks: a float32 temporary of a 256k-row matrix would be 4 GiB
+        out = torch.empty(rows, cols, dtype=torch.bfloat16)
+        for s in range(0, rows, 8192):
+            out[s : s + 8192] = torch.randn(min(8192, rows - s), cols, generator=g) * 0.02
+        return out
 
     def layer(i):
         p = f"model.layers.{i}."
         return {
-            p + "self_attn.q_proj.weight": rand(HIDDEN, HIDDEN), p + "self_attn.k_proj.weight": rand(1024, HIDDEN),
-            p + "self_attn.v_proj.weight": rand(1024, HIDDEN), p + "self_attn.o_proj.weight": rand(HIDDEN, HIDDEN),
-            p + "mlp.gate_proj.weight": rand(INTER, HIDDEN), p + "mlp.up_proj.weight": rand(INTER, HIDDEN),
-            p + "mlp.down_proj.weight": rand(HIDDEN, INTER),
-            p + "input_layernorm.weight": torch.ones(HIDDEN, dtype=torch.bfloat16),
-            p + "post_attention_layernorm.weight": torch.ones(HIDDEN, dtype=torch.bfloat16),
+            p + "self_attn.q_proj.weight": rand(hidden, hidden), p + "self_attn.k_proj.weight": rand(kv, hidden),
+            p + "self_attn.v_proj.weight": rand(kv, hidden), p + "self_attn.o_proj.weight": rand(hidden, hidden),
+            p + "mlp.gate_proj.weight": rand(inter, hidden), p + "mlp.up_proj.weight": rand(inter, hidden),
+            p + "mlp.down_proj.weight": rand(hidden, inter),
+            p + "input_layernorm.weight": torch.ones(hidden, dtype=torch.bfloat16),
+            p + "post_attention_layernorm.weight": torch.ones(hidden, dtype=torch.bfloat16),
         }
 
+    heads, kv = hidden // 128, 8 * 128 * hidden // 4096  # Llama-3's 32 heads / 8 KV heads at 4096
     weight_map, total = {}, 0
-    shards = [{"model.embed_tokens.weight": rand(VOCAB, HIDDEN)}]
+    shards = [{"model.embed_tokens.weight": rand(vocab, hidden)}]
     for i in range(layers):
         shards.append(layer(i))
-    shards[-1]["model.norm.weight"] = torch.ones(HIDDEN, dtype=torch.bfloat16)
-    shards[-1]["lm_head.weight"] = rand(VOCAB, HIDDEN)
+    shards[-1]["model.norm.weight"] = torch.ones(hidden, dtype=torch.bfloat16)
+    if not tied:
+        shards[-1]["lm_head.weight"] = rand(vocab, hidden)
     # Put the embedding in the same shard as the first layer, as real checkpoints do.
     shards[1].update(shards.pop(0)) if layers else None
     n_shards = len(shards)
@@ -106,14 +117,22 @@ def build_checkpoint(path: Path, layers: int) -> None:
         del tensors
     (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
     config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": VOCAB, "hidden_size": HIDDEN,
-        "intermediate_size": INTER, "num_hidden_layers": layers, "num_attention_heads": 32, "num_key_value_heads": 8,
-        "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 1, "torch_dtype": "bfloat16",
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab, "hidden_size": hidden,
+        "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "num_key_value_heads": kv // 128, "tie_word_embeddings": tied, "bos_token_id": 0, "eos_token_id": 1, "torch_dtype": "bfloat16",
         "rms_norm_eps": 1e-5, "max_position_embeddings": 8192,
     }
+    if tokenizer is None:
+        save_tokenizer(*synthetic_bpe(vocab, seed=0), tmp)
+    else:
+        for f in Path(tokenizer).iterdir():
+            if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "added_tokens")):
+                shutil.copyfile(f, tmp / f.name)
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tmp)
+        config.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    vocab, merges = synthetic_bpe(VOCAB, seed=0)
-    save_tokenizer(vocab, merges, tmp)
     tmp.rename(path)
 
 

@@ -49,6 +49,63 @@ def _load_common(model: str, target: str):
     return src_tok, tgt_tok, emb
 
 
+def method_matrix(side: str, method: str, src_tok, tgt_tok, emb, inp: dict, full: bool = False, fallback: str = "random"):
+    """One method's target rows as a (target vocab x d) float32 array.
+
+    ``side`` "ours" or "ref". For ours, only the rows the method computed are filled (NaN
+    elsewhere) unless ``full``: then the whole matrix as ``vocadapt init`` assembles it (copies,
+    computed rows, ``fallback`` for the others), comparable with the reference's full output.
+    """
+    import numpy as np
+
+    if side == "ref":
+        import types
+
+        for name in ("datasets", "datasets.fingerprint", "datasets.load"):
+            sys.modules.setdefault(name, types.ModuleType(name))
+        sys.modules["datasets"].load_dataset = sys.modules["datasets.load"].load_dataset = None
+        sys.modules["datasets.fingerprint"].Hasher = None
+    if side == "ours":
+        from vocadapt.init.context import InitContext
+        from vocadapt.init.registry import get_method
+        from vocadapt.tokenizer.align import align_vocabularies
+
+        options = (
+            {"aux_vectors": inp["fasttext"]}
+            if method == "focus"
+            else {"source_vectors": inp["en"], "target_vectors": inp["ru"], "dictionary": inp["dict"], "normalize_alignment": False}
+        )
+        spec = get_method(method)
+        ctx = InitContext(src_tok, tgt_tok, align_vocabularies(src_tok, tgt_tok), seed=0)
+        rows = spec.fn(ctx, emb, spec.make_config(options))
+        if full:
+            from vocadapt.init.core import _assemble
+
+            return _assemble(emb, ctx, rows, ctx.alignment.target_size, "fallback/input", fallback)[0].numpy()
+        out = np.full((len(ctx.alignment.copy_from), emb.shape[1]), np.nan, dtype=np.float32)
+        new = ctx.new_ids[rows.ok.numpy()]
+        out[new] = rows.values.numpy()[rows.ok.numpy()]
+        return out
+    if method == "focus":
+        from deepfocus import FOCUS
+
+        return FOCUS(
+            source_embeddings=emb, source_tokenizer=src_tok, target_tokenizer=tgt_tok,
+            fasttext_model_path=inp["fasttext"], verbosity="silent",
+        ).numpy()
+    from gensim.models import KeyedVectors, Word2Vec
+    from wechsel import WECHSEL
+
+    def w2v(path):
+        m = Word2Vec(vector_size=300)
+        m.wv = KeyedVectors.load_word2vec_format(path, binary=True)
+        return m
+
+    w = WECHSEL(w2v(inp["en"]), w2v(inp["ru"]), bilingual_dictionary=inp["dict"])
+    out, _ = w.apply(src_tok, tgt_tok, emb.numpy(), use_subword_info=False)
+    return out
+
+
 def child(args: argparse.Namespace) -> None:
     """One timed run; writes rows for every target id (npy) and {seconds, peak_rss_mb} (json)."""
     import resource
@@ -58,64 +115,27 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     src_tok, tgt_tok, emb = _load_common(args.model, args.target)
-    inp = json.loads(args.inputs)
-    if args.side == "ref":
-        import types
-
-        for name in ("datasets", "datasets.fingerprint", "datasets.load"):
-            sys.modules[name] = types.ModuleType(name)
-        sys.modules["datasets"].load_dataset = sys.modules["datasets.load"].load_dataset = None
-        sys.modules["datasets.fingerprint"].Hasher = None
     t0 = time.perf_counter()
-    if args.side == "ours":
-        from vocadapt.init.context import InitContext
-        from vocadapt.init.registry import get_method
-        from vocadapt.tokenizer.align import align_vocabularies
-
-        options = (
-            {"aux_vectors": inp["fasttext"]}
-            if args.method == "focus"
-            else {"source_vectors": inp["en"], "target_vectors": inp["ru"], "dictionary": inp["dict"], "normalize_alignment": False}
-        )
-        spec = get_method(args.method)
-        ctx = InitContext(src_tok, tgt_tok, align_vocabularies(src_tok, tgt_tok), seed=0)
-        rows = spec.fn(ctx, emb, spec.make_config(options))
-        out = np.full((len(ctx.alignment.copy_from), emb.shape[1]), np.nan, dtype=np.float32)
-        new = ctx.new_ids[rows.ok.numpy()]
-        out[new] = rows.values.numpy()[rows.ok.numpy()]
-    elif args.method == "focus":
-        from deepfocus import FOCUS
-
-        out = FOCUS(
-            source_embeddings=emb, source_tokenizer=src_tok, target_tokenizer=tgt_tok,
-            fasttext_model_path=inp["fasttext"], verbosity="silent",
-        ).numpy()
-    else:
-        from gensim.models import KeyedVectors, Word2Vec
-        from wechsel import WECHSEL
-
-        def w2v(path):
-            m = Word2Vec(vector_size=300)
-            m.wv = KeyedVectors.load_word2vec_format(path, binary=True)
-            return m
-
-        w = WECHSEL(w2v(inp["en"]), w2v(inp["ru"]), bilingual_dictionary=inp["dict"])
-        out, _ = w.apply(src_tok, tgt_tok, emb.numpy(), use_subword_info=False)
+    out = method_matrix(args.side, args.method, src_tok, tgt_tok, emb, json.loads(args.inputs))
     seconds = time.perf_counter() - t0
     np.save(args.out + ".npy", np.asarray(out, dtype=np.float32))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.out + ".json").write_text(json.dumps({"seconds": seconds, "peak_rss_mb": peak}))
 
 
-def prepare(work: Path, target: str) -> dict[str, str]:
+def prepare(work: Path, target: str, shared: Path | None = None) -> dict[str, str]:
+    """Inputs for both sides: fastText on the Russian text tokenized by ``target`` (in ``work``),
+    navec as word2vec binary and the dictionary as TSV (in ``shared``, default ``work``)."""
     from vocadapt import assets
     from vocadapt.tokenizer.load import load_tokenizer
     from vocadapt.vectors.align import read_dictionary
     from vocadapt.vectors.io import load_vectors, save_vectors
     from vocadapt.vectors.train import train_token_vectors
 
-    work.mkdir(parents=True, exist_ok=True)
-    inp = {"fasttext": str(work / "aux_fasttext.bin"), "en": str(assets.english_vectors()), "ru": str(work / "navec.bin"), "dict": str(work / "en_ru.tsv")}
+    shared = shared or work
+    for d in (work, shared):
+        d.mkdir(parents=True, exist_ok=True)
+    inp = {"fasttext": str(work / "aux_fasttext.bin"), "en": str(assets.english_vectors()), "ru": str(shared / "navec.bin"), "dict": str(shared / "en_ru.tsv")}
     if not Path(inp["fasttext"]).exists():
         train_token_vectors([assets.russian_text() / "train.txt"], load_tokenizer(target), inp["fasttext"], threads=2)
     if not Path(inp["ru"]).exists():

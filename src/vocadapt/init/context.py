@@ -20,6 +20,7 @@ import torch
 from vocadapt.tokenizer.align import Alignment
 
 BLOCK_ROWS = 4096  # rows per block when gathering source rows: bounds temporary memory
+BAG_ELEMENTS = 1 << 24  # source values converted to float32 at a time by weighted_row_sums (64 MB)
 
 
 @dataclass
@@ -72,6 +73,21 @@ class InitContext:
         return self.memo[key]
 
 
+def finite_rows(block: torch.Tensor) -> torch.Tensor:
+    """(rows,) bool: which rows of a 2-D block hold only finite values.
+
+    A NaN or inf anywhere makes its row's sum non-finite, so one float32 row-sum pass (a
+    reduction, much cheaper than an elementwise ``isfinite``) clears almost every row; only rows
+    whose sum is not finite (a bad value, or an overflowing sum of finite ones) are checked
+    element by element.
+    """
+    ok = torch.isfinite(block.sum(1, dtype=torch.float32))
+    if not bool(ok.all()):
+        bad = torch.nonzero(~ok).flatten()
+        ok[bad] = torch.isfinite(block[bad]).all(1)
+    return ok
+
+
 def column_stats(source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and std (float32, shape (d,)) of the rows of ``source``, in blocks."""
     total = torch.zeros(source.shape[1], dtype=torch.float64)
@@ -103,15 +119,27 @@ def weighted_row_sums(
     """(n, d) float32 with ``out[rows[e]] += weights[e] * source[ids[e]]`` for every entry e.
 
     The one kernel behind every "row = weighted sum of source rows" method (mean, FOCUS,
-    WECHSEL, OFA). Entries are processed in blocks of ~16M gathered values, so memory stays
-    bounded whatever the vocabulary, and only entries with a weight are gathered.
+    WECHSEL, OFA). Entries are grouped by output row and summed by ``embedding_bag`` (one fused
+    gather-multiply-add pass, float32) over the distinct source rows converted to float32 a
+    block of columns at a time, so memory stays bounded (``BAG_ELEMENTS`` converted values)
+    whatever the vocabulary and however many rows are mixed. Agrees with gather-then-
+    ``index_add_`` to float32 rounding (the fused multiply-add rounds once, not twice).
     """
     d = source.shape[1]
     out = torch.zeros(n, d, dtype=torch.float32)
-    step = max(1, (16 << 20) // max(d, 1))
-    for s in range(0, len(ids), step):
-        gathered = source[ids[s : s + step]].float() * weights[s : s + step, None].float()
-        out.index_add_(0, rows[s : s + step], gathered)
+    if len(ids) == 0 or n == 0:
+        return out
+    order = torch.argsort(rows, stable=True)  # bags must be contiguous; keep each row's entry order
+    rows, ids, weights = rows[order], ids[order], weights[order].float()
+    uniq, local = torch.unique(ids, return_inverse=True)
+    offsets = torch.zeros(n, dtype=torch.long)
+    offsets[1:] = torch.bincount(rows, minlength=n)[:-1].cumsum(0)
+    width = max(1, min(d, BAG_ELEMENTS // max(len(uniq), 1)))
+    for c in range(0, d, width):
+        block = source[:, c : c + width].index_select(0, uniq).float()
+        out[:, c : c + width] = torch.nn.functional.embedding_bag(
+            local, block, offsets, mode="sum", per_sample_weights=weights
+        )
     return out
 
 

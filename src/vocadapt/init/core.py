@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from vocadapt.errors import VocadaptError
-from vocadapt.init.context import BLOCK_ROWS, InitContext, Rows, column_stats, combine_rows, random_rows
+from vocadapt.init.context import BLOCK_ROWS, InitContext, Rows, column_stats, combine_rows, finite_rows, random_rows
 from vocadapt.init.registry import get_method
 from vocadapt.io.atomic import atomic_dir
 from vocadapt.io.checkpoint import Checkpoint, resolve_model_dir, write_checkpoint
@@ -58,10 +58,12 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
     """One-line error naming the rows with NaN/inf; checked in blocks (no full-size mask)."""
     bad_rows, n_bad = [], 0
     for start in range(0, t.shape[0], BLOCK_ROWS):
-        block = ~torch.isfinite(t[start : start + BLOCK_ROWS].reshape(min(BLOCK_ROWS, t.shape[0] - start), -1))
-        if block.any():
-            n_bad += int(block.sum())
-            bad_rows.extend((torch.nonzero(block.any(1)).flatten() + start).tolist())
+        block = t[start : start + BLOCK_ROWS].reshape(min(BLOCK_ROWS, t.shape[0] - start), -1)
+        rows_ok = finite_rows(block)
+        if not bool(rows_ok.all()):
+            bad = torch.nonzero(~rows_ok).flatten()
+            n_bad += int((~torch.isfinite(block[bad])).sum())
+            bad_rows.extend((bad + start).tolist())
     if n_bad:
         raise VocadaptError(
             f"source tensor {name!r} has {n_bad} NaN/inf values in {len(bad_rows)} rows (first: {bad_rows[:5]})"
@@ -89,7 +91,7 @@ def _assemble(
     ok = rows.ok.clone()
     # A method may produce a non-finite row on degenerate input; treat it as "no signal".
     for start in range(0, len(ok), BLOCK_ROWS):
-        ok[start : start + BLOCK_ROWS] &= torch.isfinite(values[start : start + BLOCK_ROWS]).all(1)
+        ok[start : start + BLOCK_ROWS] &= finite_rows(values[start : start + BLOCK_ROWS])
     # Fallback and padding both need the source's column statistics: one pass over the matrix.
     source_stats = functools.cache(lambda: column_stats(source))
     missing = torch.nonzero(~ok).flatten()

@@ -57,6 +57,12 @@ def unicode_to_bytes() -> dict[str, int]:
     return {c: b for b, c in bytes_to_unicode().items()}
 
 
+# str.translate table: each byte-level character to the Latin-1 character of its byte, and every
+# code point below 256 that is *not* a byte-level character to one that Latin-1 cannot encode.
+_BYTE_LEVEL_TO_LATIN1 = {cp: "\uffff" for cp in range(256)}
+_BYTE_LEVEL_TO_LATIN1.update({ord(c): chr(b) for b, c in bytes_to_unicode().items()})
+
+
 @dataclass(frozen=True)
 class Family:
     """How a tokenizer spells tokens, read off its ``tokenizer.json``.
@@ -140,10 +146,9 @@ def detect_family(tokenizer: Any) -> Family:
 def canonical_token(piece: str, family: Family) -> CanonicalToken:
     """Canonical form of one (non-special) vocabulary string."""
     if family.kind == "byte_level":
-        u2b = unicode_to_bytes()
-        if all(c in u2b for c in piece):
-            raw = bytes(u2b[c] for c in piece)
-        else:  # an added token written in plain text (e.g. "<|reserved|>")
+        try:  # byte-level characters -> their bytes, in C; any other character fails the encode
+            raw = piece.translate(_BYTE_LEVEL_TO_LATIN1).encode("latin-1")
+        except UnicodeEncodeError:  # an added token written in plain text (e.g. "<|reserved|>")
             raw = piece.encode("utf-8")
         if raw.startswith(b" ") and len(raw) >= 1:
             return CanonicalToken(raw[1:], True)
