@@ -271,11 +271,11 @@ def propagate_config(r: Recipe) -> tuple[list[str], list[str], Any] | None:
     """(init names to propagate, LEP methods, PropagateConfig) or None without the section."""
     if r.propagate is None:
         return None
-    from vocadapt.propagate import PropagateConfig
-
     where = f"{r.where}: propagate"
     if not r.instruct_model:
         raise VocadaptError(f"{where}: needs 'instruct_model' (the instruct twin of source_model) at the top of the recipe")
+    from vocadapt.propagate import PropagateConfig
+
     spec = dict(r.propagate)
     methods = spec.pop("methods", None)
     froms = _names_from(r, "propagate", spec.pop("from", None), r.init_names(), r.init_names()[:1])
