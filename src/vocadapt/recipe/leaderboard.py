@@ -68,7 +68,7 @@ def leaderboard_rows(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, A
     return base, instruct
 
 
-def _markdown(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]]) -> str:
     from vocadapt.evaluate.runner import fmt
 
     if not rows:
@@ -109,11 +109,11 @@ def write_outputs(plan: Plan) -> dict[str, Any]:
         d = r.out / "eval" / text
         d.mkdir(parents=True, exist_ok=True)
         (d / "summary.json").write_text(json.dumps({"models": rows, "text": text}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (d / "summary.md").write_text(summary_markdown(rows), encoding="utf-8")
+        (d / "summary.md").write_text(summarymarkdown_table(rows), encoding="utf-8")
         eval_dirs.append(d)
     base, instruct = leaderboard_rows(plan)
     (r.out / "leaderboard.json").write_text(json.dumps({"base": base, "instruct": instruct}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    md = f"# {r.name}\n\n" + _markdown(base) + ("\n## Instruct model\n\n" + _markdown(instruct) if instruct else "")
+    md = f"# {r.name}\n\n" + markdown_table(base) + ("\n## Instruct model\n\n" + markdown_table(instruct) if instruct else "")
     (r.out / "leaderboard.md").write_text(md, encoding="utf-8")
     run_dirs = [s.dest for s in plan.stages if s.kind == "train" and (s.dest / "train_log.jsonl").exists()]
     page = build_report([*eval_dirs, *run_dirs], r.out / "report.html", title=f"vocadapt: {r.name}",
