@@ -109,7 +109,7 @@ def write_outputs(plan: Plan) -> dict[str, Any]:
         d = r.out / "eval" / text
         d.mkdir(parents=True, exist_ok=True)
         (d / "summary.json").write_text(json.dumps({"models": rows, "text": text}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (d / "summary.md").write_text(summarymarkdown_table(rows), encoding="utf-8")
+        (d / "summary.md").write_text(summary_markdown(rows), encoding="utf-8")
         eval_dirs.append(d)
     base, instruct = leaderboard_rows(plan)
     (r.out / "leaderboard.json").write_text(json.dumps({"base": base, "instruct": instruct}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
