@@ -80,13 +80,19 @@ def _init(s: Stage, plan: Plan) -> dict[str, Any]:
 
 
 def _train(s: Stage, plan: Plan) -> dict[str, Any]:
-    from vocadapt.corpus import read_texts
+    import shutil
+
     from vocadapt.train import train_embeddings
+    from vocadapt.train.engine import checkpoint_dirs
 
     r = plan.recipe
-    eval_paths = next(iter(r.heldout.values()))
+    # An interrupted run continues from its last checkpoint; one stopped before its first
+    # checkpoint has nothing worth keeping and starts over.
+    resume = bool(checkpoint_dirs(s.dest))
+    if s.dest.exists() and not resume:
+        shutil.rmtree(s.dest)
     result = train_embeddings(s.payload["model"], r.corpus, s.dest, s.payload["config"],
-                              eval_text=read_texts(eval_paths), resume=s.dest.exists())
+                              eval_text=next(iter(r.heldout.values())), resume=resume)
     return {k: v for k, v in vars(result).items() if isinstance(v, (int, float, str))}
 
 
