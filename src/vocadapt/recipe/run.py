@@ -86,13 +86,19 @@ def _train(s: Stage, plan: Plan) -> dict[str, Any]:
     from vocadapt.train.engine import checkpoint_dirs
 
     r = plan.recipe
-    # An interrupted run continues from its last checkpoint; one stopped before its first
-    # checkpoint has nothing worth keeping and starts over.
-    resume = bool(checkpoint_dirs(s.dest))
-    if s.dest.exists() and not resume:
+    args = (s.payload["model"], r.corpus, s.dest, s.payload["config"])
+    eval_text = next(iter(r.heldout.values()))
+    # A finished run with other settings is replaced. An interrupted one (no marker) continues
+    # from its last checkpoint when its settings still match; otherwise it starts over.
+    if s.done() is not None or (s.dest.exists() and not checkpoint_dirs(s.dest)):
         shutil.rmtree(s.dest)
-    result = train_embeddings(s.payload["model"], r.corpus, s.dest, s.payload["config"],
-                              eval_text=next(iter(r.heldout.values())), resume=resume)
+    try:
+        result = train_embeddings(*args, eval_text=eval_text, resume=bool(checkpoint_dirs(s.dest)))
+    except VocadaptError as e:
+        if "cannot resume" not in str(e):
+            raise
+        shutil.rmtree(s.dest)
+        result = train_embeddings(*args, eval_text=eval_text)
     return {k: v for k, v in vars(result).items() if isinstance(v, (int, float, str))}
 
 
