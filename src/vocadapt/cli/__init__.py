@@ -22,6 +22,7 @@ app = typer.Typer(
 
 # Order is the order of the pipeline, which is also the order of `vocadapt --help`.
 _COMMAND_MODULES = ["assets", "tokenizer", "vectors", "init", "evaluate", "demo"]
+_COMMAND_MODULES.insert(_COMMAND_MODULES.index("evaluate"), "train")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"vocadapt.cli.{_name}").register(app)

@@ -218,7 +218,9 @@ def load_model(model_dir: str | Path, dtype: str | torch.dtype = "float32", devi
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    path = Path(model_dir)
+    from vocadapt.io.checkpoint import resolve_run_dir
+
+    path = resolve_run_dir(model_dir)
     if not path.is_dir():
         raise VocadaptError(f"model directory not found: {path}")
     if not (path / "config.json").exists():

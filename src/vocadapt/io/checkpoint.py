@@ -157,10 +157,19 @@ class Checkpoint:
 
 def resolve_model_dir(path: str | Path) -> Path:
     """An HF model directory for ``path``: itself, or the cached conversion of a ``.gguf`` file."""
-    p = Path(path)
+    p = resolve_run_dir(path)
     if not p.exists():
         raise VocadaptError(f"model not found: {p}")
     return _converted_gguf(p) if p.is_file() and p.suffix == ".gguf" else p
+
+
+def resolve_run_dir(path: str | Path) -> Path:
+    """A model directory for ``path``: a training run directory (no ``config.json``, a ``model/``
+    inside) stands for its final model; anything else is returned as given."""
+    p = Path(path)
+    if p.is_dir() and not (p / "config.json").exists() and (p / "model" / "config.json").is_file():
+        return p / "model"
+    return p
 
 
 def _converted_gguf(gguf_file: Path) -> Path:

@@ -1,0 +1,209 @@
+"""Language-model training data: a corpus tokenized once, packed into fixed-length blocks.
+
+:func:`tokenize_corpus` streams the corpus, encodes every document the way bits per byte scores
+it (a start token in front, no other special tokens) and caches the result under
+``cache_dir()/tokenized/<key>`` (key: the tokenizer's ``tokenizer.json`` and the corpus files'
+contents). :class:`PackedBlocks` packs documents into blocks of ``seq_len`` tokens that start at
+document boundaries: documents are added whole while they fit; one that does not fit starts the
+next block, and one longer than a block continues in the next blocks. The unused tail of a
+block is padding whose labels are -100. Blocks are served in a seeded permutation per epoch, so
+the batch of a step depends on (seed, step) alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vocadapt.errors import VocadaptError
+
+log = logging.getLogger("vocadapt")
+
+_FORMAT = 1  # bump when the cached layout or the encoding changes
+
+
+@dataclass
+class TokenizedCorpus:
+    """``ids``: every document's tokens, concatenated (int32, shape (n_tokens,));
+    ``starts``: offset of each document in ``ids`` plus the end (int64, shape (n_docs + 1,));
+    ``doc_hashes``: 64-bit hashes of the documents' normalized text (uint64, (n_docs,));
+    ``key``: the cache key, which fingerprints tokenizer and corpus."""
+
+    ids: np.ndarray
+    starts: np.ndarray
+    doc_hashes: np.ndarray
+    key: str
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.starts) - 1
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.starts[-1])
+
+
+def doc_hash(text: str) -> int:
+    """Hash of a document with whitespace normalized, so a re-wrapped copy still matches."""
+    norm = re.sub(r"\s+", " ", text).strip()
+    return int.from_bytes(hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _tokenizer_json(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise VocadaptError("training needs a fast tokenizer (tokenizer.json)")
+    return backend.to_str()
+
+
+def corpus_key(tokenizer, paths: Sequence[str | Path], text_field: str) -> str:
+    from vocadapt.corpus import list_files
+    from vocadapt.provenance import file_sha256
+
+    from vocadapt.evaluate.bpb import start_token_id
+
+    h = hashlib.sha256()
+    h.update(f"v{_FORMAT}|{text_field}|{start_token_id(tokenizer)}|".encode())
+    h.update(_tokenizer_json(tokenizer).encode("utf-8"))
+    for f in list_files(paths):
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()[:20]
+
+
+def tokenize_corpus(tokenizer, paths: Sequence[str | Path], *, text_field: str = "text",
+                    progress: bool = True) -> TokenizedCorpus:
+    """The corpus as token ids, from the cache or encoded now (and cached)."""
+    from vocadapt.assets import cache_dir
+    from vocadapt.corpus import batched, iter_texts
+    from vocadapt.evaluate.bpb import start_token_id
+    from vocadapt.io.atomic import atomic_dir
+
+    key = corpus_key(tokenizer, paths, text_field)
+    dest = cache_dir() / "tokenized" / key
+    if not (dest / "ids.npy").is_file():
+        start = start_token_id(tokenizer)
+        chunks, lengths, hashes = [], [], []
+        texts = iter_texts(paths, text_field=text_field)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc="tokenizing training corpus", unit="doc")
+        for batch in batched(texts, 512):
+            enc = tokenizer(batch, add_special_tokens=False)["input_ids"]
+            for text, ids in zip(batch, enc):
+                ids = ([start] if start is not None else []) + list(ids)
+                chunks.append(np.asarray(ids, dtype=np.int32))
+                lengths.append(len(ids))
+                hashes.append(doc_hash(text))
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        try:
+            with atomic_dir(dest) as tmp:
+                np.save(tmp / "ids.npy", np.concatenate(chunks) if chunks else np.zeros(0, np.int32))
+                np.save(tmp / "starts.npy", starts)
+                np.save(tmp / "doc_hashes.npy", np.asarray(hashes, dtype=np.uint64))
+                (tmp / "info.json").write_text(json.dumps({
+                    "paths": [str(p) for p in paths], "docs": len(lengths), "tokens": int(starts[-1]),
+                }) + "\n", encoding="utf-8")
+        except VocadaptError:
+            # Another process (a rank of the same launch) finished the same cache first.
+            if not (dest / "ids.npy").is_file():
+                raise
+    return TokenizedCorpus(
+        ids=np.load(dest / "ids.npy", mmap_mode="r"), starts=np.load(dest / "starts.npy"),
+        doc_hashes=np.load(dest / "doc_hashes.npy"), key=key,
+    )
+
+
+def check_heldout(corpus: TokenizedCorpus, texts: Sequence[str], where: str = "held-out text") -> None:
+    """Refuse held-out documents that also occur in the training corpus."""
+    train = set(corpus.doc_hashes.tolist())
+    overlap = [t for t in texts if doc_hash(t) in train]
+    if overlap:
+        first = re.sub(r"\s+", " ", overlap[0]).strip()
+        raise VocadaptError(
+            f"{where} overlaps the training corpus: {len(overlap)} of {len(texts)} documents occur in it "
+            f"(first: {first[:60]!r}); hold out text that is not trained on"
+        )
+
+
+class PackedBlocks:
+    """Fixed-length blocks over a :class:`TokenizedCorpus`, each a contiguous span of ``ids``.
+
+    A block is ``ids[begin:end]`` (``end - begin <= seq_len``) followed by padding; it always
+    begins at a document start, except the continuation blocks of a document longer than
+    ``seq_len``.
+    """
+
+    def __init__(self, corpus: TokenizedCorpus, seq_len: int, *, pad_id: int = 0):
+        if seq_len < 2:
+            raise VocadaptError(f"seq_len must be at least 2, not {seq_len}")
+        if corpus.n_tokens < seq_len:
+            raise VocadaptError(
+                f"the training corpus has {corpus.n_tokens} tokens, fewer than one block of seq_len={seq_len}; "
+                "add text or lower --seq-len"
+            )
+        self.corpus, self.seq_len, self.pad_id = corpus, seq_len, pad_id
+        spans: list[tuple[int, int]] = []
+        begin = end = 0  # the open block is ids[begin:end]
+        starts = corpus.starts
+        for d in range(corpus.n_docs):
+            s, e = int(starts[d]), int(starts[d + 1])
+            if e - begin <= seq_len:
+                end = e  # the whole document fits in the open block
+                continue
+            if end > begin:
+                spans.append((begin, end))
+            # The document opens a new block; a long one fills whole blocks first.
+            begin = s
+            while e - begin > seq_len:
+                spans.append((begin, begin + seq_len))
+                begin += seq_len
+            end = e
+        if end > begin:
+            spans.append((begin, end))
+        self.spans = np.asarray(spans, dtype=np.int64)
+        self._perm_cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    @property
+    def fill(self) -> float:
+        """Fraction of block positions holding real tokens."""
+        return float((self.spans[:, 1] - self.spans[:, 0]).sum()) / (len(self.spans) * self.seq_len)
+
+    def permutation(self, epoch: int, seed: int) -> np.ndarray:
+        if epoch not in self._perm_cache:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            self._perm_cache = {epoch: torch.randperm(len(self.spans), generator=g).numpy()}
+        return self._perm_cache[epoch]
+
+    def block_indices(self, first: int, count: int, seed: int) -> list[int]:
+        """Indices of blocks ``first .. first+count-1`` of the endless seeded stream of epochs."""
+        n = len(self.spans)
+        return [int(self.permutation(i // n, seed)[i % n]) for i in range(first, first + count)]
+
+    def batch(self, blocks: Sequence[int]) -> dict[str, torch.Tensor]:
+        """``input_ids`` (B, seq_len) int64 and ``labels`` (B, seq_len) with -100 on padding."""
+        ids = torch.full((len(blocks), self.seq_len), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(blocks), self.seq_len), -100, dtype=torch.long)
+        for row, b in enumerate(blocks):
+            begin, end = self.spans[b]
+            chunk = torch.from_numpy(np.asarray(self.corpus.ids[begin:end], dtype=np.int64))
+            ids[row, : len(chunk)] = chunk
+            labels[row, : len(chunk)] = chunk
+        return {"input_ids": ids, "labels": labels}

@@ -1,0 +1,407 @@
+"""One training loop on Hugging Face Accelerate for every vocadapt task.
+
+A :class:`Task` says what to train (model, trainable parameters, batches, loss, evaluation,
+export); :func:`run` does the rest: AdamW over the trainable parameters only, warmup + decay
+schedule, gradient accumulation, clipping, mixed precision, evaluation, checkpoints, exact
+resume, Ctrl-C, logs. The same code runs in one CPU process, on one GPU, or under
+``accelerate launch`` on many processes (DDP, FSDP and DeepSpeed through Accelerate's config).
+
+Equal updates for any number of processes: a global step is one :class:`GlobalBatch` built from
+the step number alone, split into ``grad_accum x world_size`` micro-batches. Each micro-batch
+contributes ``loss_sum / n_items * world_size``; DDP averages gradients over ranks, so the
+update is the gradient of the mean loss per item over the whole global batch, whatever the
+split. Gradients are synchronized only on the last micro-step (``accelerator.no_sync``).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vocadapt.errors import VocadaptError
+
+log = logging.getLogger("vocadapt")
+
+LOG_FILE = "train_log.jsonl"
+STATE_FILE = "trainer_state.json"
+CHECKPOINTS = "checkpoints"
+
+_SCHEDULES = ("cosine", "linear", "constant")
+_PRECISIONS = ("auto", "no", "bf16", "fp16")
+# Fields of OptimConfig that may differ on --resume: they change what is logged or kept, not
+# the numbers the run computes.
+_RESUMABLE = {"eval_every", "save_every", "keep_checkpoints", "patience", "progress"}
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer, schedule and loop settings shared by every training task."""
+
+    steps: int = field(default=200, metadata={"help": "optimizer steps (global batches)"})
+    lr: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    warmup_steps: int = field(default=10, metadata={"help": "linear warmup steps from 0 to lr"})
+    schedule: str = field(default="cosine", metadata={"help": "decay after warmup: cosine | linear | constant"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "final lr as a fraction of lr (cosine, linear)"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per process and step (same update, less memory)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0: off)"})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU, fp32 on CPU) | no | bf16 | fp16"})
+    seed: int = field(default=0, metadata={"help": "seed for data order and initialization"})
+    eval_every: int = field(default=25, metadata={"help": "evaluate every K steps (also at step 0 and at the end; 0: only those)"})
+    save_every: int = field(default=0, metadata={"help": "checkpoint every K steps (0: only at the end and on Ctrl-C)"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept (older ones are deleted)"})
+    patience: int = field(default=0, metadata={"help": "stop after this many evaluations without a better val_loss (0: off)"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0:
+            raise ValueError(f"steps must be at least 1, not {self.steps}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be above 0, not {self.lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be 0 or more, not {self.warmup_steps}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(_SCHEDULES)}, not {self.schedule!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be between 0 and 1, not {self.min_lr_ratio}")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be at least 1, not {self.grad_accum}")
+        if self.mixed_precision not in _PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {', '.join(_PRECISIONS)}, not {self.mixed_precision!r}")
+        for name in ("eval_every", "save_every", "patience", "max_grad_norm", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, not {getattr(self, name)}")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be at least 1, not {self.keep_checkpoints}")
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of ``lr`` for optimizer step ``step`` (0-based): warmup, then the schedule."""
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        if self.schedule == "constant":
+            return 1.0
+        span = max(1, self.steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if self.schedule == "cosine" else 1 - progress
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * decay
+
+
+@dataclass
+class GlobalBatch:
+    """One optimizer step's data, identical on every rank.
+
+    ``micro[k][r]``: micro-batch ``k`` (of ``grad_accum``) for rank ``r`` (of ``world_size``);
+    ``n_items``: loss items (e.g. predicted tokens) in the whole global step; ``n_tokens``:
+    input tokens in the whole global step, for throughput.
+    """
+
+    micro: list[list[Any]]
+    n_items: int
+    n_tokens: int
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    steps: int  # optimizer steps done in total (including those before a resume)
+    tokens: int  # input tokens seen in total
+    seconds: float  # training time of this invocation (evaluation excluded)
+    tokens_per_s: float  # throughput of this invocation
+    metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation
+    stopped_early: bool = False
+
+
+class Task(abc.ABC):
+    """What a training task implements; :func:`run` calls these."""
+
+    name: str = "task"
+
+    @abc.abstractmethod
+    def setup(self, accelerator) -> torch.nn.Module:
+        """Build or load the model; trainable parameters have ``requires_grad``, the rest not."""
+
+    def param_groups(self, model: torch.nn.Module) -> list[dict]:
+        """Parameter groups for AdamW: only trainable parameters (default: one group)."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    @abc.abstractmethod
+    def global_batch(self, step: int) -> GlobalBatch:
+        """The batch of ``step``, built from (seed, step) alone so that a resume sees the same data."""
+
+    @abc.abstractmethod
+    def loss_sum(self, model: torch.nn.Module, micro: Any) -> torch.Tensor:
+        """Scalar: the SUM of per-item losses of one micro-batch."""
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        """Held-out metrics on the main process (e.g. ``{"bpb": .., "val_loss": ..}``)."""
+        return {}
+
+    #: Set by :func:`run` before each export: ``{"step", "tokens", "metrics"}`` of the run at
+    #: that point, for the artifact's provenance.
+    run_state: dict = {}
+
+    @abc.abstractmethod
+    def export(self, model: torch.nn.Module, out_dir: Path) -> None:
+        """Write the task's artifact into the (empty, staging) directory ``out_dir``."""
+
+    def settings(self) -> dict:
+        """Task settings that must be equal when a run is resumed."""
+        return {}
+
+
+def _resolve_precision(choice: str) -> str:
+    if choice == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return choice
+
+
+def run_settings(task: Task, config: OptimConfig) -> dict:
+    """What a resumed run must share with the run it continues."""
+    optim = {k: v for k, v in asdict(config).items() if k not in _RESUMABLE and k in {f.name for f in fields(OptimConfig)}}
+    return {**optim, **task.settings()}
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith("step-") and (d / STATE_FILE).is_file())
+
+
+def _check_resume(run_dir: Path, settings: dict, world_size: int) -> Path:
+    ckpts = checkpoint_dirs(run_dir)
+    if not ckpts:
+        raise VocadaptError(f"nothing to resume in {run_dir}: no checkpoint under {run_dir / CHECKPOINTS}")
+    latest = ckpts[-1]
+    saved = json.loads((latest / STATE_FILE).read_text(encoding="utf-8"))
+    old = saved.get("settings", {})
+    for key in sorted(set(old) | set(settings)):
+        if json.dumps(old.get(key), sort_keys=True) != json.dumps(settings.get(key), sort_keys=True):
+            raise VocadaptError(
+                f"cannot resume {run_dir}: setting {key!r} was {old.get(key)!r}, now {settings.get(key)!r} "
+                "(use the same settings, or a new --out)"
+            )
+    if saved.get("world_size") not in (None, world_size):
+        log.info("resuming a run made with %s processes on %s (same global batch)", saved["world_size"], world_size)
+    return latest
+
+
+def _append_log(path: Path, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def _truncate_log(path: Path, after_step: int) -> None:
+    """Drop rows logged after ``after_step`` (they came after the checkpoint being resumed)."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [r for r in rows if json.loads(r).get("step", 0) <= after_step]
+    path.write_text("".join(r + "\n" for r in kept), encoding="utf-8")
+
+
+def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = False) -> RunResult:
+    """Train ``task`` for ``config.steps`` optimizer steps; logs and checkpoints under ``run_dir``.
+
+    ``run_dir`` gets ``train_log.jsonl``, ``checkpoints/step-NNNNNN/`` (Accelerate state of the
+    trainable parameters, optimizer, scheduler, RNG, plus ``trainer_state.json`` and the task's
+    export in ``model/``) and the final export in ``model/``. With ``resume`` the run continues
+    from its latest checkpoint, refusing other settings. Ctrl-C saves a checkpoint and raises
+    ``KeyboardInterrupt`` with the resume hint.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    run_dir = Path(run_dir)
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise VocadaptError(f"run directory exists and is not empty: {run_dir} (use --resume to continue it, or another --out)")
+    accelerator = Accelerator(mixed_precision=_resolve_precision(config.mixed_precision))
+    world = accelerator.num_processes
+    settings = run_settings(task, config)
+    latest = _check_resume(run_dir, settings, world) if resume else None
+    # Parameters a task initializes randomly (and dropout) draw from the global generator:
+    # seed it the same on every rank so they agree.
+    set_seed(config.seed)
+    model = task.setup(accelerator)
+    groups = task.param_groups(model)
+    trainable = [p for g in groups for p in g["params"]]
+    if not trainable:
+        raise VocadaptError(f"{task.name}: no trainable parameters")
+    if any(not p.requires_grad for p in trainable):
+        raise VocadaptError(f"{task.name}: param_groups returned a frozen parameter")
+    optimizer = torch.optim.AdamW(
+        groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.weight_decay,
+        foreach=None,
+    )
+    # The scheduler is not prepared: Accelerate would step it once per process.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    trainable_names = {n for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+
+    def keep_trainable(models, weights, output_dir):
+        # Checkpoints hold only what changes; the frozen weights are in the input model.
+        for i, sd in enumerate(weights):
+            weights[i] = {k: v for k, v in sd.items() if _strip_prefix(k) in trainable_names}
+
+    accelerator.register_save_state_pre_hook(keep_trainable)
+
+    log_path = run_dir / LOG_FILE
+    step, tokens = 0, 0
+    history: dict[str, Any] = {"best": None, "bad_evals": 0}
+    if latest is not None:
+        saved = json.loads((latest / STATE_FILE).read_text(encoding="utf-8"))
+        accelerator.load_state(str(latest), strict=False)
+        step, tokens = int(saved["step"]), int(saved["tokens"])
+        history.update(saved.get("history", {}))
+        if accelerator.is_main_process:
+            _truncate_log(log_path, step)
+        log.info("resumed %s at step %d (%d tokens seen)", run_dir, step, tokens)
+    elif accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    metrics: dict[str, float] = dict(history.get("metrics") or {})
+    stop = False
+
+    def evaluate_now() -> bool:
+        """Evaluate on the main process, log, and say (on every rank) whether to stop early."""
+        nonlocal metrics
+        decision = [False]
+        if accelerator.is_main_process:
+            with accelerator.autocast():
+                metrics = {k: float(v) for k, v in task.evaluate(accelerator.unwrap_model(model)).items()}
+            if metrics:
+                _append_log(log_path, {"step": step, "tokens": tokens, **metrics})
+            history["metrics"] = metrics
+            if config.patience and "val_loss" in metrics:
+                if history["best"] is None or metrics["val_loss"] < history["best"]:
+                    history["best"], history["bad_evals"] = metrics["val_loss"], 0
+                else:
+                    history["bad_evals"] += 1
+                    decision[0] = history["bad_evals"] >= config.patience
+        if world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(decision)
+        return decision[0]
+
+    def save(final: bool = False) -> Path:
+        ckpt = run_dir / CHECKPOINTS / f"step-{step:06d}"
+        accelerator.save_state(str(ckpt))
+        if accelerator.is_main_process:
+            state = {"step": step, "tokens": tokens, "metrics": metrics}
+            export_dir = ckpt / "model"
+            if export_dir.exists():
+                shutil.rmtree(export_dir)
+            from vocadapt.io.atomic import atomic_dir
+
+            task.run_state = state
+            with atomic_dir(export_dir) as tmp:
+                task.export(accelerator.unwrap_model(model), tmp)
+            # trainer_state.json last: its presence marks a complete checkpoint.
+            record = {**state, "settings": settings, "world_size": world, "history": history, "task": task.name}
+            (ckpt / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            for old in checkpoint_dirs(run_dir)[: -config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        return ckpt
+
+    if latest is None:
+        stop = evaluate_now()
+    bar = None
+    if config.progress and accelerator.is_main_process:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=step, desc=f"training {task.name}", unit="step")
+    train_seconds, run_tokens = 0.0, 0
+    last_saved = step if latest is not None else -1
+    model.train()
+    try:
+        while step < config.steps and not stop:
+            t0 = time.perf_counter()
+            batch = task.global_batch(step)
+            if len(batch.micro) != config.grad_accum or any(len(m) != world for m in batch.micro):
+                raise VocadaptError(
+                    f"{task.name}: global batch has {len(batch.micro)}x{len(batch.micro[0]) if batch.micro else 0} "
+                    f"micro-batches, expected grad_accum x processes = {config.grad_accum}x{world}"
+                )
+            total = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+            for k, per_rank in enumerate(batch.micro):
+                sync = k == len(batch.micro) - 1
+                with nullcontext() if sync else accelerator.no_sync(model):
+                    with accelerator.autocast():
+                        loss_sum = task.loss_sum(model, per_rank[accelerator.process_index])
+                    accelerator.backward(loss_sum / batch.n_items * world)
+                total += loss_sum.detach().double()
+            if config.max_grad_norm:
+                accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = float(accelerator.reduce(total, reduction="sum")) / batch.n_items
+            step += 1
+            tokens += batch.n_tokens
+            run_tokens += batch.n_tokens
+            dt = time.perf_counter() - t0
+            train_seconds += dt
+            if accelerator.is_main_process:
+                tps = run_tokens / max(train_seconds, 1e-9)
+                _append_log(log_path, {"step": step, "loss": loss, "lr": lr, "tokens": tokens,
+                                       "tokens_per_s": tps, "seconds": train_seconds})
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
+            if not math.isfinite(loss):
+                raise VocadaptError(f"{task.name}: loss is {loss} at step {step}; lower --lr or check the data")
+            if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
+                stop = evaluate_now()
+            if config.save_every and step % config.save_every == 0 and step < config.steps:
+                save()
+                last_saved = step
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        ckpt = save() if step != last_saved else checkpoint_dirs(run_dir)[-1]
+        raise KeyboardInterrupt(f"interrupted at step {step}; checkpoint saved in {ckpt} (resume with --resume)") from None
+    if bar is not None:
+        bar.close()
+    if stop and step < config.steps:
+        log.info("%s: stopped early at step %d (val_loss did not improve in %d evaluations)", task.name, step, config.patience)
+        if not (config.eval_every and step % config.eval_every == 0):
+            evaluate_now()
+    ckpt = save() if step != last_saved else checkpoint_dirs(run_dir)[-1]
+    if accelerator.is_main_process:
+        final = run_dir / "model"
+        tmp = run_dir / ".model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(ckpt / "model", tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    accelerator.wait_for_everyone()
+    return RunResult(run_dir=run_dir, steps=step, tokens=tokens, seconds=train_seconds,
+                     tokens_per_s=run_tokens / max(train_seconds, 1e-9), metrics=metrics,
+                     stopped_early=stop and step < config.steps)
+
+
+def _strip_prefix(name: str) -> str:
+    """State-dict key of a wrapped model (DDP ``module.``, compiled ``_orig_mod.``) as the bare model names it."""
+    for prefix in ("module.", "_orig_mod."):
+        while name.startswith(prefix):
+            name = name[len(prefix):]
+    return name

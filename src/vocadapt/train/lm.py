@@ -1,0 +1,269 @@
+"""Embedding-only continued pretraining (LEP stage 1): the causal-LM task of the engine.
+
+The model's body stays frozen; what trains is chosen by ``trainable``:
+
+* ``embeddings+head`` (default, the paper's setting): input embedding and LM head; a tied model
+  has one matrix and trains it once.
+* ``embeddings``: the input embedding only (an untied head stays frozen).
+* ``new-rows``: only the rows of tokens that ``vocadapt init`` did not copy from the source
+  model; copied rows stay bit-identical (see :mod:`vocadapt.train.rows`).
+* ``layers:0,1,-2,-1``: embeddings + head + those decoder layers (Yamaguchi et al.).
+
+Loss: next-token cross entropy summed over the non-padding labels of a micro-batch (the engine
+divides by the tokens of the whole global batch). Evaluation: bits per byte of held-out text
+with the project's :func:`vocadapt.evaluate.bpb.bits_per_byte`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vocadapt.errors import VocadaptError
+from vocadapt.train.engine import GlobalBatch, OptimConfig, Task
+
+log = logging.getLogger("vocadapt")
+
+_TRAINABLE = ("embeddings+head", "embeddings", "new-rows")
+_LAYERS = re.compile(r"^layers:(-?\d+)(,-?\d+)*$")
+
+
+@dataclass
+class TrainConfig(OptimConfig):
+    """Settings of ``vocadapt train`` (embedding-only continued pretraining)."""
+
+    trainable: str = field(default="embeddings+head", metadata={
+        "help": "what trains: embeddings+head | embeddings | new-rows | layers:0,1,-2,-1 (embeddings+head+those layers)"})
+    seq_len: int = field(default=512, metadata={"help": "tokens per training block"})
+    batch_size: int = field(default=16, metadata={"help": "blocks per optimizer step (the global batch, over all processes)"})
+    batch_tokens: int = field(default=0, metadata={"help": "tokens per optimizer step; if set, batch_size = batch_tokens // seq_len"})
+    eval_max_docs: int = field(default=200, metadata={"help": "held-out documents scored for bits per byte at each evaluation"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward (less memory, slower)"})
+    dtype: str = field(default="float32", metadata={"help": "weights dtype: float32 (with bf16 autocast on GPU) | bfloat16 | float16"})
+    text_field: str = field(default="text", metadata={"help": "JSONL field holding the text"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.trainable not in _TRAINABLE and not _LAYERS.match(self.trainable):
+            raise ValueError(
+                f"trainable must be one of {', '.join(_TRAINABLE)} or layers:I,J,... (e.g. layers:0,-1), not {self.trainable!r}"
+            )
+        if self.seq_len < 2:
+            raise ValueError(f"seq_len must be at least 2, not {self.seq_len}")
+        if self.batch_tokens < 0:
+            raise ValueError(f"batch_tokens must be 0 or more, not {self.batch_tokens}")
+        if self.batch_tokens:
+            if self.batch_tokens < self.seq_len:
+                raise ValueError(f"batch_tokens ({self.batch_tokens}) is less than one block of seq_len={self.seq_len}")
+            self.batch_size = self.batch_tokens // self.seq_len
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.eval_max_docs < 1:
+            raise ValueError(f"eval_max_docs must be at least 1, not {self.eval_max_docs}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, not {self.dtype!r}")
+
+    @property
+    def layer_indices(self) -> list[int]:
+        return [int(x) for x in self.trainable.split(":", 1)[1].split(",")] if self.trainable.startswith("layers:") else []
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_dir: Path  # run_dir / "model": the trained model as a standard HF directory
+    steps: int
+    tokens: int
+    tokens_per_s: float
+    final_bpb: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The transformer blocks of a causal LM (Llama/Qwen/Mistral ``model.layers``, GPT-2 ``h``, NeoX ``layers``)."""
+    base = getattr(model, model.base_model_prefix, model)
+    for name in ("layers", "h", "blocks"):
+        layers = getattr(base, name, None)
+        if isinstance(layers, torch.nn.ModuleList):
+            return layers
+    raise VocadaptError(f"{type(model).__name__}: decoder layers not found (looked for layers, h, blocks)")
+
+
+class EmbeddingTask(Task):
+    """Continued pretraining of a causal LM with only the embeddings (and chosen extras) trainable."""
+
+    name = "embeddings"
+
+    def __init__(self, model_dir: Path, corpus: list[Path], config: TrainConfig, eval_texts: list[str] | None):
+        from vocadapt.evaluate.bpb import load_model
+        from vocadapt.io.checkpoint import Checkpoint
+        from vocadapt.train.data import PackedBlocks, check_heldout, tokenize_corpus
+
+        self.model_dir = Path(model_dir)
+        self.ckpt = Checkpoint(self.model_dir)  # finds the embeddings, or says which names it looked for
+        self.config = config
+        self._load_model = load_model
+        from vocadapt.tokenizer.load import load_tokenizer
+
+        self.tokenizer = load_tokenizer(self.model_dir, f"the tokenizer of {self.model_dir}")
+        self.corpus_paths = [Path(p) for p in corpus]
+        from accelerate import PartialState
+
+        # Under `accelerate launch` the main process tokenizes (and caches) first; the others read the cache.
+        with PartialState().main_process_first():
+            self.data = tokenize_corpus(self.tokenizer, self.corpus_paths, text_field=config.text_field,
+                                        progress=config.progress)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.blocks = PackedBlocks(self.data, config.seq_len, pad_id=pad)
+        self.eval_texts = list(eval_texts or [])[: config.eval_max_docs]
+        if self.eval_texts:
+            check_heldout(self.data, list(eval_texts or []))
+        self.world = 1
+        log.info("training data: %d documents, %d tokens, %d blocks of %d (%.0f%% filled)",
+                 self.data.n_docs, self.data.n_tokens, len(self.blocks), config.seq_len, 100 * self.blocks.fill)
+
+    # -- model --------------------------------------------------------------------------------
+    def setup(self, accelerator) -> torch.nn.Module:
+        cfg = self.config
+        self.world = accelerator.num_processes
+        per_step = cfg.grad_accum * self.world
+        if cfg.batch_size % per_step:
+            raise VocadaptError(
+                f"batch_size {cfg.batch_size} is not divisible by grad_accum x processes = {per_step}; "
+                "choose a batch size that splits evenly"
+            )
+        model, _ = self._load_model(self.model_dir, dtype=cfg.dtype)
+        if model.get_input_embeddings().weight.shape[0] < len(self.tokenizer):
+            raise VocadaptError(
+                f"{self.model_dir}: the tokenizer has {len(self.tokenizer)} tokens but the embedding only "
+                f"{model.get_input_embeddings().weight.shape[0]} rows"
+            )
+        model.requires_grad_(False)
+        self._mark_trainable(model)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        model.train()
+        return model.to(accelerator.device)
+
+    def _mark_trainable(self, model) -> None:
+        cfg = self.config
+        if cfg.trainable == "new-rows":
+            from vocadapt.train.rows import train_new_rows
+
+            train_new_rows(model, self.model_dir, self.tokenizer)
+            return
+        model.get_input_embeddings().weight.requires_grad_(True)
+        if cfg.trainable != "embeddings":
+            model.get_output_embeddings().weight.requires_grad_(True)
+        if cfg.layer_indices:
+            layers = decoder_layers(model)
+            for i in cfg.layer_indices:
+                if not -len(layers) <= i < len(layers):
+                    raise VocadaptError(f"--trainable {cfg.trainable}: layer {i} does not exist (the model has {len(layers)})")
+                layers[i].requires_grad_(True)
+
+    def param_groups(self, model) -> list[dict]:
+        # Embedding matrices get the configured decay, like the paper; so do trained layers'
+        # weight matrices, but not their norms and biases (1-D), as usual for AdamW.
+        decay, no_decay, seen = [], [], set()
+        for _, p in model.named_parameters():
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (decay if p.ndim >= 2 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.config.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return groups
+
+    # -- data ---------------------------------------------------------------------------------
+    def global_batch(self, step: int) -> GlobalBatch:
+        cfg = self.config
+        idx = self.blocks.block_indices(step * cfg.batch_size, cfg.batch_size, cfg.seed)
+        full = self.blocks.batch(idx)
+        per = cfg.batch_size // (cfg.grad_accum * self.world)
+        micro: list[list[Any]] = []
+        for k in range(cfg.grad_accum):
+            row = []
+            for r in range(self.world):
+                a = (k * self.world + r) * per
+                row.append({key: t[a:a + per] for key, t in full.items()})
+            micro.append(row)
+        n_items = int((full["labels"][:, 1:] != -100).sum())
+        n_tokens = int((full["labels"] != -100).sum())
+        return GlobalBatch(micro=micro, n_items=max(n_items, 1), n_tokens=n_tokens)
+
+    def loss_sum(self, model, micro) -> torch.Tensor:
+        device = next(p for p in model.parameters()).device
+        ids, labels = micro["input_ids"].to(device), micro["labels"].to(device)
+        # No attention mask: padding is only at the end of a block and attention is causal, so
+        # it cannot change a real token's output, and SDPA keeps its fast unmasked kernel.
+        logits = model(input_ids=ids).logits
+        return torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+        )
+
+    # -- evaluation and export ------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        if not self.eval_texts:
+            return {}
+        from vocadapt.evaluate.bpb import LN2, bits_per_byte
+
+        r = bits_per_byte(model, self.tokenizer, self.eval_texts, max_length=self.config.seq_len)
+        return {"bpb": r.bits_per_byte, "val_loss": r.nll_bits * LN2 / max(r.n_tokens, 1)}
+
+    def export(self, model, out_dir: Path) -> None:
+        from vocadapt.train.export import export_model
+
+        export_model(self, model, out_dir, self.run_state)
+
+    def settings(self) -> dict:
+        from vocadapt.provenance import fingerprint
+
+        cfg = asdict(self.config)
+        keep = ("trainable", "seq_len", "batch_size", "dtype", "gradient_checkpointing", "text_field")
+        return {**{k: cfg[k] for k in keep}, "model": fingerprint(self.model_dir), "data": self.data.key}
+
+
+def train_embeddings(model_dir: str | Path, corpus, out_dir: str | Path, config: TrainConfig | None = None, *,
+                     eval_text=None, resume: bool = False) -> TrainResult:
+    """Continue pretraining ``model_dir`` on ``corpus`` with only the embeddings trainable.
+
+    ``corpus``: text files, directories, ``.gz`` or JSONL (one path or a list). ``eval_text``:
+    held-out text files (or a list of strings), scored in bits per byte at step 0, every
+    ``eval_every`` steps and at the end; refused if any document also occurs in the corpus.
+    Writes ``out_dir/train_log.jsonl``, checkpoints and the final model ``out_dir/model``.
+    """
+    from vocadapt.corpus import read_texts
+    from vocadapt.io.checkpoint import resolve_run_dir
+    from vocadapt.train.engine import run
+
+    config = config or TrainConfig()
+    if isinstance(corpus, (str, Path)):
+        corpus = [corpus]
+    model_dir = resolve_run_dir(model_dir)
+    texts = None
+    if eval_text is not None:
+        if isinstance(eval_text, (str, Path)):
+            eval_text = [eval_text]
+        items = list(eval_text)
+        texts = items if items and all(isinstance(t, str) and not Path(t).exists() for t in items) else read_texts(
+            items, text_field=config.text_field)
+    out_dir = Path(out_dir)
+    if not resume and out_dir.exists() and any(out_dir.iterdir()):
+        raise VocadaptError(f"run directory exists and is not empty: {out_dir} (use --resume to continue it, or another --out)")
+    task = EmbeddingTask(model_dir, list(corpus), config, texts)
+    result = run(task, config, out_dir, resume=resume)
+    return TrainResult(
+        run_dir=out_dir, model_dir=out_dir / "model", steps=result.steps, tokens=result.tokens,
+        tokens_per_s=result.tokens_per_s, final_bpb=result.metrics.get("bpb"), metrics=result.metrics,
+        stopped_early=result.stopped_early,
+    )

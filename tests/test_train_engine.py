@@ -1,0 +1,191 @@
+"""The Accelerate engine and embedding-only training on tiny random models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from _traintiny import tiny_lm, write_corpus
+
+from vocadapt.train import TrainConfig, train_embeddings
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOCADAPT_CACHE", str(tmp_path / "cache"))
+
+
+def small(**kw) -> TrainConfig:
+    base = dict(steps=6, lr=1e-2, warmup_steps=1, seq_len=32, batch_size=4, eval_every=3, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_trains_end_to_end(tmp_path):
+    model = tiny_lm(tmp_path / "m")
+    corpus = write_corpus(tmp_path / "train.txt")
+    held = write_corpus(tmp_path / "held.txt", n=10, seed=99)
+    res = train_embeddings(model, corpus, tmp_path / "run", small(), eval_text=held)
+    assert res.steps == 6 and res.tokens > 0 and res.tokens_per_s > 0
+    rows = [json.loads(l) for l in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "bpb" in r]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in evals] == [0, 3, 6]
+    assert evals[-1]["bpb"] < evals[0]["bpb"]  # lr 1e-2 on a random model: held-out text gets likelier
+    assert res.final_bpb == pytest.approx(evals[-1]["bpb"])
+    # The exported model differs from the input only in the embedding.
+    before, after = load_file(model / "model.safetensors"), load_file(res.model_dir / "model.safetensors")
+    assert before.keys() == after.keys()
+    for name in before:
+        same = torch.equal(before[name], after[name])
+        assert same == (name != "model.embed_tokens.weight"), name
+    # The export loads as a standard HF model and scores exactly what the run logged.
+    from vocadapt.corpus import read_texts
+    from vocadapt.evaluate.bpb import bits_per_byte, load_model
+
+    m, tok = load_model(tmp_path / "run")  # a run directory stands for its final model
+    assert bits_per_byte(m, tok, read_texts([held]), max_length=32).bits_per_byte == pytest.approx(res.final_bpb, rel=1e-5)
+    prov = json.loads((res.model_dir / "vocadapt.json").read_text())
+    assert prov["step"] == "train" and prov["results"]["steps"] == 6 and prov["results"]["tokens"] == res.tokens
+
+
+def _tensors(d):
+    from vocadapt.io.checkpoint import Checkpoint
+
+    ck = Checkpoint(d)
+    return ck, {n: ck.read(n) for n in ck.tensors}
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("trainable", ["embeddings+head", "embeddings", "layers:0,-1"])
+def test_trainable_sets_freeze_the_rest(tmp_path, tied, trainable):
+    model = tiny_lm(tmp_path / "m", tied=tied)
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    res = train_embeddings(model, corpus, tmp_path / "run", small(steps=2, trainable=trainable, eval_every=0))
+    ck, before = _tensors(model)
+    _, after = _tensors(res.model_dir)
+    expect = {ck.vocab.input}
+    if trainable != "embeddings" and ck.vocab.output:
+        expect.add(ck.vocab.output)
+    if trainable.startswith("layers"):
+        expect |= {n for n in before if n.startswith(("model.layers.0.", "model.layers.1."))}
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    # Norm weights start at 1 and get no weight decay, but they do get gradients: all change.
+    assert changed == expect
+
+
+def test_new_rows_keeps_copied_rows(tmp_path, target_tokenizers):
+    from vocadapt import init_embeddings
+    from vocadapt.train.rows import new_row_ids
+
+    for tied in (True, False):
+        src = tiny_lm(tmp_path / f"src{tied}", tied=tied)
+        init = tmp_path / f"init{tied}"
+        init_embeddings(src, target_tokenizers["byte_level"], init, method="mean")
+        corpus = write_corpus(tmp_path / "train.txt", n=60)
+        res = train_embeddings(init, corpus, tmp_path / f"run{tied}", small(steps=2, trainable="new-rows", eval_every=0))
+        ck, before = _tensors(init)
+        _, after = _tensors(res.model_dir)
+        from vocadapt.tokenizer.load import load_tokenizer
+
+        new = new_row_ids(init, load_tokenizer(init))
+        old = torch.ones(before[ck.vocab.input].shape[0], dtype=torch.bool)
+        old[new] = False
+        for name in ck.vocab.names():
+            assert torch.equal(before[name][old], after[name][old]), name  # bit-identical copied rows
+            assert not torch.equal(before[name][~old], after[name][~old]), name
+        for name in set(before) - set(ck.vocab.names()):
+            assert torch.equal(before[name], after[name]), name
+
+
+def test_new_rows_needs_init_provenance(tmp_path):
+    from vocadapt.errors import VocadaptError
+
+    model = tiny_lm(tmp_path / "m")
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    with pytest.raises(VocadaptError, match="no init provenance"):
+        train_embeddings(model, corpus, tmp_path / "run", small(trainable="new-rows"))
+    assert not (tmp_path / "run").exists()
+
+
+def _losses(run_dir):
+    rows = [json.loads(l) for l in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r], [(r["step"], r["bpb"]) for r in rows if "bpb" in r]
+
+
+def test_interrupt_and_resume_is_exact(tmp_path, monkeypatch):
+    from vocadapt.train.lm import EmbeddingTask
+
+    model = tiny_lm(tmp_path / "m", tied=False)
+    corpus = write_corpus(tmp_path / "train.txt")
+    held = write_corpus(tmp_path / "held.txt", n=6, seed=99)
+    cfg = small(steps=6, eval_every=2, save_every=2)
+    full = train_embeddings(model, corpus, tmp_path / "full", cfg, eval_text=held)
+
+    original = EmbeddingTask.global_batch
+
+    def ctrl_c_at_step_5(self, step):
+        if step == 4:  # the 5th step: steps 1-4 are done, the last checkpoint is step 4
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    monkeypatch.setattr(EmbeddingTask, "global_batch", ctrl_c_at_step_5)
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted at step 4; checkpoint saved in .*step-000004 \(resume with --resume\)"):
+        train_embeddings(model, corpus, tmp_path / "cut", cfg, eval_text=held)
+    assert not (tmp_path / "cut" / "model").exists()
+    monkeypatch.setattr(EmbeddingTask, "global_batch", original)
+
+    from vocadapt.errors import VocadaptError
+
+    with pytest.raises(VocadaptError, match="setting 'lr' was 0.01, now 0.02"):
+        train_embeddings(model, corpus, tmp_path / "cut", small(steps=6, eval_every=2, save_every=2, lr=2e-2),
+                         eval_text=held, resume=True)
+    with pytest.raises(VocadaptError, match="use --resume"):
+        train_embeddings(model, corpus, tmp_path / "cut", cfg, eval_text=held)
+    resumed = train_embeddings(model, corpus, tmp_path / "cut", cfg, eval_text=held, resume=True)
+    assert resumed.steps == full.steps and resumed.tokens == full.tokens
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "full")
+    _, a = _tensors(full.model_dir)
+    _, b = _tensors(resumed.model_dir)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    # keep_checkpoints=2: the oldest checkpoint is gone, each remaining one holds an HF model.
+    ckpts = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
+    assert ckpts == ["step-000004", "step-000006"]
+    assert (tmp_path / "cut" / "checkpoints" / "step-000004" / "model" / "config.json").is_file()
+
+
+def test_cli_plot_and_report(tmp_path, target_tokenizers, capsys):
+    from vocadapt import init_embeddings
+    from vocadapt.cli import main
+    from vocadapt.evaluate.report import build_report
+
+    src = tiny_lm(tmp_path / "src")
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    held = write_corpus(tmp_path / "held.txt", n=4, seed=99)
+    runs = []
+    for method in ("mean", "random"):
+        init = tmp_path / f"init-{method}"
+        init_embeddings(src, target_tokenizers["byte_level"], init, method=method)
+        run = tmp_path / f"run-{method}"
+        main(["train", str(init), str(corpus), "--out", str(run), "--eval-text", str(held), "--steps", "2",
+              "--seq-len", "32", "--batch-size", "2", "--eval-every", "1", "--no-progress"])
+        assert "held-out bits per byte" in capsys.readouterr().out
+        runs.append(run)
+    png = tmp_path / "curves.png"
+    main(["plot", *map(str, runs), "--out", str(png)])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    page = build_report(runs, tmp_path / "rep" / "report.html")
+    assert "run-mean" in page.path.read_text()
+    from vocadapt.evaluate.report import collect
+
+    rows, logs = collect(runs)
+    assert sorted(logs) == ["mean (run-mean)", "random (run-random)"]  # curves labelled by init method
+    assert [(r["run"], r["kind"], r["method"]) for r in rows] == [("run-mean", "train", "mean"), ("run-random", "train", "random")]
+    assert sorted(p.name for p in page.images) == ["bpb.png", "bpb_by_tokens.png", "loss.png"]
+    # `vocadapt eval` takes the run directory itself for its final model.
+    main(["eval", str(runs[0]), "--text", str(held), "--tasks", "bpb", "--out", str(tmp_path / "ev")])
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["models"][0]["metrics"]["bits_per_byte"] > 0
