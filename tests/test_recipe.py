@@ -8,6 +8,8 @@ every kind of mistake is one line before anything runs.
 
 from __future__ import annotations
 
+import json
+
 import factories as fx
 import pytest
 import yaml
@@ -160,3 +162,32 @@ def _cli(args, capsys, out=False):
         code = e.code or 0
     captured = capsys.readouterr()
     return code, captured.out if out else captured.err.strip()
+
+
+def test_train_stage_trains_every_init_and_resumes(recipe_file, tmp_path):
+    train = {"steps": 4, "seq_len": 16, "batch_size": 2, "lr": 0.01, "warmup_steps": 0, "eval_every": 2,
+             "eval_max_docs": 5, "progress": False, "save_every": 2}
+    path = recipe_file(train=train)
+    summary = run_recipe(load_recipe(path), echo=lambda *_: None)
+    rows = {r["model"]: r for r in summary["leaderboard"]}
+    assert rows["mean"]["bpb ru +train"] is not None and rows["mean"]["train_tokens_per_s"] > 0
+    out = tmp_path / "out"
+    assert (out / "train" / "mean" / "model" / "config.json").is_file()
+    assert "loss" in (out / "report.html").read_text(encoding="utf-8")  # the curves made it into the report
+
+    # Interrupted after a checkpoint (marker gone, last checkpoint kept): the rerun resumes.
+    (out / "train" / "mean" / ".vocadapt-stage.json").unlink()
+    acts = _actions(plan_recipe(load_recipe(path)))
+    assert acts["train:mean"] == ("run", "interrupted earlier: resumes")
+    run_recipe(load_recipe(path), echo=lambda *_: None)
+    log = (out / "train" / "mean" / "train_log.jsonl").read_text().splitlines()
+    assert max(json.loads(x)["step"] for x in log) == 4
+
+    # A changed training setting reruns training and its evaluations, not the inits.
+    raw = yaml.safe_load(path.read_text())
+    raw["train"]["lr"] = 0.02
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    acts = _actions(plan_recipe(load_recipe(path)))
+    assert acts["init:mean"][0] == "reuse" and acts["train:mean"][1] == "settings changed: config.lr: 0.01 -> 0.02"
+    assert acts["eval:ru:mean+train"] == ("run", "upstream changed: train:mean")
+    assert acts["eval:ru:mean"][0] == "reuse"
