@@ -189,3 +189,107 @@ def test_cli_plot_and_report(tmp_path, target_tokenizers, capsys):
     # `vocadapt eval` takes the run directory itself for its final model.
     main(["eval", str(runs[0]), "--text", str(held), "--tasks", "bpb", "--out", str(tmp_path / "ev")])
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["models"][0]["metrics"]["bits_per_byte"] > 0
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from vocadapt.cli import main
+    from vocadapt.errors import VocadaptError
+
+    model = tiny_lm(tmp_path / "m")
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    out = tmp_path / "run"
+
+    def refused(args, match):
+        capsys.readouterr()  # drop what building the fixtures printed
+        with pytest.raises(SystemExit) as e:
+            # Small settings first: the case's own options come later and win.
+            main(["train", str(args[0]), str(args[1]), "--out", str(out), "--no-progress", "--steps", "1",
+                  "--seq-len", "32", *map(str, args[2:])])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith("error: ") and "\n" not in err and match in err, err
+        assert not out.exists()
+
+    refused([model, corpus, "--lr", "0"], "lr must be above 0")
+    refused([model, corpus, "--steps", "0"], "steps must be at least 1")
+    refused([model, corpus, "--trainable", "head"], "trainable must be one of")
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("Привет мир.\n", encoding="utf-8")
+    refused([model, tiny, "--seq-len", "64"], "fewer than one block of seq_len=64")
+    held = tmp_path / "held.txt"
+    # A training document re-wrapped over two lines, and one inside a longer held-out document.
+    docs = corpus.read_text(encoding="utf-8").split("\n%\n")
+    first, rest = docs[3].split(" ", 1)
+    held.write_text(f"{first}\n{rest}\n%\nA new opening line that was never trained on.\n{docs[5]}\n", encoding="utf-8")
+    refused([model, corpus, "--eval-text", held], "held-out text overlaps the training corpus: 2 of 2 documents")
+    refused([model, corpus, "--trainable", "new-rows"], "no init provenance")
+    refused([model, corpus, "--trainable", "layers:0,7"], "layer 7 does not exist")
+    # A checkpoint whose embedding is stored under an unknown name.
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(model, broken)
+    tensors = load_file(broken / "model.safetensors")
+    tensors["model.embedding_matrix"] = tensors.pop("model.embed_tokens.weight")
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    refused([broken, corpus], "input embedding not found")
+    with pytest.raises(VocadaptError, match="nothing to resume"):
+        train_embeddings(model, corpus, out, small(), resume=True)
+
+
+def test_engine_with_a_task_of_its_own(tmp_path):
+    """The engine serves any Task: a linear regression, exported as a tensor file, in bf16 then fp32."""
+    from pathlib import Path
+
+    from vocadapt.train.engine import GlobalBatch, OptimConfig, Task, run
+
+    class Regression(Task):
+        name = "regression"
+
+        def setup(self, accelerator):
+            g = torch.Generator().manual_seed(0)
+            self.x = torch.randn(64, 3, generator=g)
+            self.y = self.x @ torch.tensor([1.0, -2.0, 0.5])
+            return torch.nn.Linear(3, 1, bias=False)
+
+        def global_batch(self, step):
+            rows = torch.arange(step * 8, step * 8 + 8) % 64
+            return GlobalBatch(micro=[[rows]], n_items=8, n_tokens=8)
+
+        def loss_sum(self, model, rows):
+            return ((model(self.x[rows])[:, 0] - self.y[rows]) ** 2).sum()
+
+        def evaluate(self, model):
+            with torch.no_grad():
+                return {"val_loss": float(((model(self.x)[:, 0] - self.y) ** 2).mean())}
+
+        def export(self, model, out_dir: Path):
+            torch.save({"w": model.weight.detach(), **self.run_state}, out_dir / "w.pt")
+
+    for precision in ("bf16", "no"):
+        cfg = OptimConfig(steps=60, lr=0.1, warmup_steps=0, weight_decay=0, eval_every=20, mixed_precision=precision,
+                          progress=False)
+        res = run(Regression(), cfg, tmp_path / precision)
+        saved = torch.load(tmp_path / precision / "model" / "w.pt")
+        assert saved["step"] == 60 and res.metrics["val_loss"] < 0.05
+        torch.testing.assert_close(saved["w"][0], torch.tensor([1.0, -2.0, 0.5]), atol=0.2, rtol=0)
+
+
+def test_cli_ctrl_c_prints_the_resume_line(tmp_path, monkeypatch, capsys):
+    from vocadapt.cli import main
+    from vocadapt.train.lm import EmbeddingTask
+
+    model = tiny_lm(tmp_path / "m")
+    corpus = write_corpus(tmp_path / "train.txt", n=40)
+
+    def ctrl_c(self, step):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EmbeddingTask, "global_batch", ctrl_c)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(model), str(corpus), "--out", str(tmp_path / "run"), "--seq-len", "32", "--no-progress"])
+    assert e.value.code == 130
+    assert f"interrupted at step 0; checkpoint saved in {tmp_path / 'run' / 'checkpoints' / 'step-000000'} " \
+           "(resume with --resume)" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -34,7 +35,7 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt as e:
             if str(e) and _is_main():
                 typer.echo(str(e), err=True)
-            raise typer.Exit(130) from None
+            sys.exit(130)  # not typer.Exit: click would return its code instead of exiting
         if _is_main():
             bpb = "-" if result.final_bpb is None else f"{result.final_bpb:.4f}"
             from rich.console import Console

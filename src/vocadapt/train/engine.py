@@ -161,10 +161,27 @@ class Task(abc.ABC):
         return {}
 
 
-def _resolve_precision(choice: str) -> str:
-    if choice == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return choice
+def _resolve_precision(choice: str) -> str | None:
+    """Accelerate's mixed_precision for ``choice``; None leaves it to `accelerate launch`/config."""
+    import os
+
+    if choice != "auto":
+        return choice
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return None  # chosen by `accelerate launch --mixed_precision` or `accelerate config`
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _accelerator(mixed_precision: str | None):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and mixed_precision is not None and state.get("_mixed_precision") != mixed_precision:
+        # A second run in the same process with another precision (tests, notebooks): Accelerate
+        # keeps one global state and refuses to change it; start it afresh, keeping the process group.
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision)
 
 
 def run_settings(task: Task, config: OptimConfig) -> dict:
@@ -222,13 +239,12 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
     from its latest checkpoint, refusing other settings. Ctrl-C saves a checkpoint and raises
     ``KeyboardInterrupt`` with the resume hint.
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     run_dir = Path(run_dir)
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise VocadaptError(f"run directory exists and is not empty: {run_dir} (use --resume to continue it, or another --out)")
-    accelerator = Accelerator(mixed_precision=_resolve_precision(config.mixed_precision))
+    accelerator = _accelerator(_resolve_precision(config.mixed_precision))
     world = accelerator.num_processes
     settings = run_settings(task, config)
     latest = _check_resume(run_dir, settings, world) if resume else None

@@ -112,6 +112,15 @@ class EmbeddingTask(Task):
         from vocadapt.tokenizer.load import load_tokenizer
 
         self.tokenizer = load_tokenizer(self.model_dir, f"the tokenizer of {self.model_dir}")
+        self.new_ids = None
+        if config.trainable == "new-rows":
+            from vocadapt.train.rows import new_row_ids
+
+            self.new_ids = new_row_ids(self.model_dir, self.tokenizer)
+        n_layers = self.ckpt.text_config.get("num_hidden_layers", self.ckpt.text_config.get("n_layer"))
+        for i in config.layer_indices:
+            if isinstance(n_layers, int) and not -n_layers <= i < n_layers:
+                raise VocadaptError(f"--trainable {config.trainable}: layer {i} does not exist (the model has {n_layers})")
         self.corpus_paths = [Path(p) for p in corpus]
         from accelerate import PartialState
 
@@ -157,7 +166,7 @@ class EmbeddingTask(Task):
         if cfg.trainable == "new-rows":
             from vocadapt.train.rows import train_new_rows
 
-            train_new_rows(model, self.model_dir, self.tokenizer)
+            train_new_rows(model, self.new_ids)
             return
         model.get_input_embeddings().weight.requires_grad_(True)
         if cfg.trainable != "embeddings":

@@ -64,14 +64,13 @@ def new_row_ids(model_dir: Path, tokenizer) -> torch.Tensor:
             f"--trainable new-rows: the init recorded {recorded} copied rows but aligning {source} with the "
             f"model's tokenizer gives {copied}; the source model changed since the init"
         )
+    if alignment.new_ids.size == 0:
+        raise VocadaptError(f"--trainable new-rows: every row of {model_dir} was copied by init; nothing to train")
     return torch.from_numpy(alignment.new_ids.astype("int64"))
 
 
-def train_new_rows(model, model_dir: Path, tokenizer) -> int:
-    """Make only the new rows of the input embedding (and head) trainable; returns their count."""
-    ids = new_row_ids(model_dir, tokenizer)
-    if ids.numel() == 0:
-        raise VocadaptError(f"--trainable new-rows: every row of {model_dir} was copied by init; nothing to train")
+def train_new_rows(model, ids: torch.Tensor) -> int:
+    """Make only rows ``ids`` (see :func:`new_row_ids`) of the input embedding (and head) trainable."""
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     tied = head is not None and head.weight is emb.weight
     sub = RowSubset(emb.weight, ids)
