@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= out/demo
 
-.PHONY: install demo test test-fast bench bench-tokenizer bench-quality clean
+.PHONY: install demo demo-quick test test-fast bench bench-tokenizer bench-quality clean
 
 # Installs stay quiet (pip's own output is pages long) but say what they do: the first `make`
 # takes a minute or two, mostly downloading torch and transformers.
@@ -28,6 +28,10 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/vocadapt demo --out $(DEMO_OUT)
+
+# The same pipeline, small: a few minutes.
+demo-quick: install
+	$(BIN)/vocadapt demo --quick
 
 test: install
 	$(BIN)/python -m pytest -q

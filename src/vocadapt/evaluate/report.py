@@ -155,8 +155,12 @@ td.best{font-weight:bold;background:#e8f4ea}figure{display:inline-block;margin:8
 .note{font-size:12px;color:#555}"""
 
 
-def build_report(dirs: list[str | Path], out: str | Path, *, title: str = "vocadapt report") -> Page:
-    """Write the page and its plots; returns what was written."""
+def build_report(dirs: list[str | Path], out: str | Path, *, title: str = "vocadapt report",
+                 leaderboard: dict[str, list[dict]] | None = None) -> Page:
+    """Write the page and its plots; returns what was written.
+
+    ``leaderboard``: tables shown first, ``{"base": rows, "instruct": rows}`` with one dict of
+    column -> value per row (what ``vocadapt run`` writes to leaderboard.json)."""
     out = Path(out)
     if out.suffix not in (".html", ".htm", ".md"):
         raise VocadaptError(f"report must end in .html or .md, not {out.name}")
@@ -175,7 +179,7 @@ def build_report(dirs: list[str | Path], out: str | Path, *, title: str = "vocad
     if out.suffix == ".md":
         text = _markdown(title, rows, cols, rel)
     else:
-        text = _html(title, rows, cols, best, rel)
+        text = _html(title, rows, cols, best, rel, _leaderboard_html(leaderboard or {}))
     out.write_text(text, encoding="utf-8")
     return Page(path=out, rows=rows, images=[p for _, p in images])
 
@@ -184,7 +188,27 @@ def _header(c: str) -> str:
     return f"{c} {_KNOWN[c]}" if c in _KNOWN else c
 
 
-def _html(title, rows, cols, best, images) -> str:
+def _leaderboard_html(boards: dict[str, list[dict]]) -> str:
+    """Leaderboard tables; bits-per-byte columns mark their lowest value."""
+    e = html.escape
+    out = []
+    for part, heading in (("base", "Leaderboard: init methods"), ("instruct", "Instruct model: propagation and calibration")):
+        rows = boards.get(part) or []
+        if not rows:
+            continue
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        lows = {c: min(v for r in rows if isinstance(v := r.get(c), (int, float))) for c in cols
+                if c.startswith("bpb") and any(isinstance(r.get(c), (int, float)) for r in rows)}
+        head = "".join(f"<th>{e(c)}</th>" for c in cols)
+        body = "".join(
+            "<tr>" + "".join(
+                f'<td class="{"n best" if c in lows and r.get(c) == lows[c] else "n"}">{e(fmt(r.get(c)))}</td>' for c in cols
+            ) + "</tr>" for r in rows)
+        out.append(f"<h2>{e(heading)}</h2><div class=\"wide\"><table><tr>{head}</tr>{body}</table></div>")
+    return "".join(out)
+
+
+def _html(title, rows, cols, best, images, leaderboard: str = "") -> str:
     e = html.escape
     # Break long metric names only after '.' and '_', so headers wrap at word-like points.
     head = "".join(f"<th>{e(_header(c)).replace('.', '.<wbr>').replace('_', '_<wbr>')}</th>" for c in cols)
@@ -198,7 +222,7 @@ def _html(title, rows, cols, best, images) -> str:
         body.append(f"<tr><td>{e(r['run'])}</td><td>{e(r['kind'])}</td><td>{e(str(r['method']))}</td>{''.join(cells)}</tr>")
     figs = "".join(f'<figure><img src="{e(p)}" alt="{e(l)}"><figcaption>{e(l)}</figcaption></figure>' for l, p in images)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title><style>{_CSS}</style></head>
-<body><h1>{e(title)}</h1>
+<body><h1>{e(title)}</h1>{leaderboard}
 <h2>Runs × metrics</h2>
 <div class="wide"><table><tr><th>run</th><th>step</th><th>method</th>{head}</tr>
 {''.join(body)}</table></div>

@@ -191,9 +191,11 @@ def _unique_names(model_dirs: list[Path]) -> list[str]:
 
 def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], data_dir: str | Path | None,
              out: str | Path, config: EvalConfig | None = None, *, text_paths: list[str | Path] | None = None,
-             on_model_done: Callable[[str, dict], None] | None = None) -> dict:
+             on_model_done: Callable[[str, dict], None] | None = None, names: list[str] | None = None) -> dict:
     """Run ``tasks`` on every model, write ``out`` (see module docstring) and return the summary
-    ``{"models": [{"model", "path", "metrics": row, "seconds"}], "tasks": [...]}``."""
+    ``{"models": [{"model", "path", "metrics": row, "seconds"}], "tasks": [...]}``.
+
+    ``names`` labels the models (default: their folder names, made unique)."""
     from vocadapt.evaluate.lm import HFLM
     from vocadapt.progress import step
     from vocadapt.provenance import write_provenance
@@ -221,7 +223,9 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)  # only now: every input has been checked
     rows = []
-    for d, name in zip(dirs, _unique_names(dirs)):
+    if names is not None and len(names) != len(dirs):
+        raise VocadaptError(f"{len(names)} names for {len(dirs)} models")
+    for d, name in zip(dirs, names or _unique_names(dirs)):
         t0 = time.perf_counter()
         step(f"eval: loading {name} ({d})")
         lm = HFLM.from_dir(d, dtype=config.dtype, name=name, max_length=config.max_length,
@@ -230,7 +234,7 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
         for task in tasks:
             for ds_name, res in TASKS[task](lm, inp).items():
                 res = {"task": task, "dataset": ds_name, "model": str(d), **res}
-                (out / name).mkdir(exist_ok=True)
+                (out / name).mkdir(parents=True, exist_ok=True)
                 (out / name / f"{ds_name}.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n",
                                                             encoding="utf-8")
                 results[ds_name] = res

@@ -1,0 +1,186 @@
+"""Execute a recipe's plan: each stage calls the same public function as its CLI command.
+
+Stages run in order; a stage whose key is unchanged is reused (see :mod:`.plan`). Each init
+runs in a fresh process so its wall time and peak memory are its own (the leaderboard reports
+both). Every evaluation is one model on one held-out text, so adding an init method to a recipe
+evaluates only the new models.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import resource
+import time
+from typing import Any
+
+from vocadapt.errors import VocadaptError
+from vocadapt.recipe import schema as S
+from vocadapt.recipe.plan import Plan, Stage, build_plan, explain, write_marker
+
+
+def _tokenizer(s: Stage, plan: Plan) -> dict[str, Any]:
+    from vocadapt import tokenizer as T
+
+    r, cfg, mode = plan.recipe, s.payload["config"], s.payload["mode"]
+    build = {
+        "train": lambda: T.train_tokenizer(r.corpus, out=s.dest, config=cfg, overwrite=True),
+        "extend": lambda: T.extend_tokenizer(r.source_model, r.corpus, out=s.dest, config=cfg, overwrite=True),
+        "optimize": lambda: T.optimize_tokenizer(r.source_model, r.corpus, out=s.dest, config=cfg, overwrite=True),
+    }[mode]
+    summary = build()
+    return {k: v for k, v in summary.items() if k not in ("tokenizer_json", "new_tokens", "new_to_old")}
+
+
+def _init_child(args: dict[str, Any], conn) -> None:
+    """Runs in a spawned process: one init, then (report, peak RSS in bytes) or the error."""
+    try:
+        from vocadapt.init import init_embeddings
+
+        report = init_embeddings(
+            args["source"], args["tokenizer"], args["dest"], args["method"], seed=args["seed"], options=args["options"],
+            fallback=args["fallback"], pad_to_multiple_of=args["pad_to_multiple_of"], overwrite=True,
+        )
+        conn.send(("ok", report.as_dict(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+    except VocadaptError as e:
+        conn.send(("error", str(e), 0))
+    except KeyboardInterrupt:
+        conn.send(("interrupted", "", 0))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+        import traceback
+
+        conn.send(("crash", f"{type(e).__name__}: {e}\n{traceback.format_exc()}", 0))
+
+
+def _init(s: Stage, plan: Plan) -> dict[str, Any]:
+    p = s.payload
+    args = {"source": plan.recipe.source_model, "tokenizer": str(p["tokenizer"]), "dest": str(s.dest), "method": p["method"],
+            "seed": plan.recipe.seed, "options": p["options"], "fallback": p["fallback"],
+            "pad_to_multiple_of": p["pad_to_multiple_of"]}
+    ctx = multiprocessing.get_context("spawn")  # a fresh process: its peak RSS is this init's alone
+    parent, child = ctx.Pipe(duplex=False)
+    t0 = time.perf_counter()
+    proc = ctx.Process(target=_init_child, args=(args, child), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        status, value, rss = parent.recv()
+    except EOFError:
+        proc.join()
+        raise VocadaptError(f"init {p['method']} died (exit code {proc.exitcode}; out of memory?)") from None
+    finally:
+        proc.join()
+    if status == "error":
+        raise VocadaptError(value)
+    if status == "interrupted":
+        raise KeyboardInterrupt(f"interrupted during {s.id}; finished stages are kept (rerun to continue)")
+    if status == "crash":
+        raise RuntimeError(f"init {p['method']} failed: {value}")
+    return {**value, "wall_seconds": round(time.perf_counter() - t0, 1), "peak_rss_bytes": rss}
+
+
+def _train(s: Stage, plan: Plan) -> dict[str, Any]:
+    import shutil
+
+    from vocadapt.train import train_embeddings
+    from vocadapt.train.engine import checkpoint_dirs
+
+    r = plan.recipe
+    args = (s.payload["model"], r.corpus, s.dest, s.payload["config"])
+    eval_text = next(iter(r.heldout.values()))
+    # A finished run with other settings is replaced. An interrupted one (no marker) continues
+    # from its last checkpoint when its settings still match; otherwise it starts over.
+    if s.done() is not None or (s.dest.exists() and not checkpoint_dirs(s.dest)):
+        shutil.rmtree(s.dest)
+    try:
+        result = train_embeddings(*args, eval_text=eval_text, resume=bool(checkpoint_dirs(s.dest)))
+    except VocadaptError as e:
+        if "cannot resume" not in str(e):
+            raise
+        shutil.rmtree(s.dest)
+        result = train_embeddings(*args, eval_text=eval_text)
+    return {k: v for k, v in vars(result).items() if isinstance(v, (int, float, str))}
+
+
+def _propagate(s: Stage, plan: Plan) -> dict[str, Any]:
+    from vocadapt.propagate import propagate
+
+    r = plan.recipe
+    report = propagate(r.source_model, r.instruct_model, s.payload["adapted"], s.dest, s.payload["config"], overwrite=True)
+    return report.as_dict() if hasattr(report, "as_dict") else dict(vars(report))
+
+
+def _calibrate(s: Stage, plan: Plan) -> dict[str, Any]:
+    from vocadapt.propagate import calibrate
+
+    p = s.payload
+    report = calibrate(p["model"], s.dest, p["config"], instructions=p["instructions"], copy_text=p["copy_text"], overwrite=True)
+    return report.as_dict() if hasattr(report, "as_dict") else {k: v for k, v in vars(report).items() if isinstance(v, (int, float, str))}
+
+
+def _eval(s: Stage, plan: Plan) -> dict[str, Any]:
+    from vocadapt.corpus import read_texts
+    from vocadapt.evaluate.runner import evaluate
+
+    p = s.payload
+    texts = read_texts(p["paths"])
+    summary = evaluate([p["model"]], texts, p["tasks"], p["data"], s.dest, p["config"], text_paths=p["paths"],
+                       names=[p["label"]])
+    return {"metrics": summary["models"][0]["metrics"], "seconds": summary["models"][0]["seconds"]}
+
+
+def _report(s: Stage, plan: Plan) -> dict[str, Any]:
+    from vocadapt.recipe.leaderboard import write_outputs
+
+    return write_outputs(plan)
+
+
+ACTIONS = {"tokenizer": _tokenizer, "init": _init, "train": _train, "propagate": _propagate,
+           "calibrate": _calibrate, "eval": _eval, "report": _report}
+
+
+def plan_recipe(r: S.Recipe, *, force: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> Plan:
+    """The validated plan with each stage's run/reuse decision (what ``--dry-run`` prints)."""
+    S.validate_recipe(r)
+    plan = build_plan(r)
+    explain(plan, force=force, only=only)
+    return plan
+
+
+def run_recipe(r: S.Recipe, *, echo=print, force: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Validate the whole recipe, then run every stage that is not done; returns the leaderboard
+    summary (``{"models": [eval rows of the first held-out text], "leaderboard": rows}``)."""
+    plan = plan_recipe(r, force=force, only=only)
+    done = {s.id for s in plan.stages if not s.run and s.why == "done"}
+    todo = [s for s in plan.stages if s.run]
+    r.out.mkdir(parents=True, exist_ok=True)
+    (r.out / "recipe.resolved.json").write_text(
+        json.dumps({k: v for k, v in vars(r).items() if k != "unresolved_assets"}, default=str, indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8")
+    echo(f"{len(todo)} of {len(plan.stages)} stages to run ({len(plan.stages) - len(todo)} reused); output in {r.out}")
+    for i, s in enumerate(todo, 1):
+        if only:
+            missing = [sid for sid in s.inputs.values() if sid not in done]
+            if missing:
+                raise VocadaptError(f"--only: {s.id} needs {missing[0]}, which has not run; run without --only first")
+        echo(f"[{i}/{len(todo)}] {s.id} ({s.why})")
+        t0 = time.perf_counter()
+        try:
+            results = ACTIONS[s.kind](s, plan)
+        except KeyboardInterrupt as e:
+            msg = str(e) or f"interrupted during {s.id}; finished stages are kept (rerun the recipe to continue)"
+            raise KeyboardInterrupt(msg) from None
+        results.setdefault("stage_seconds", round(time.perf_counter() - t0, 1))
+        write_marker(s, plan, results)
+        done.add(s.id)
+    from vocadapt.recipe.leaderboard import summary
+
+    return summary(plan)
+
+
+def describe_plan(plan: Plan) -> list[tuple[str, str, str]]:
+    """(stage id, "run" / "reuse" / "skip", why) rows for ``--dry-run``."""
+    return [(s.id, "run" if s.run else ("skip" if s.why.startswith("not selected") else "reuse"), s.why) for s in plan.stages]
+
+
+__all__ = ["describe_plan", "plan_recipe", "run_recipe"]

@@ -1,0 +1,193 @@
+"""Recipes: validated whole before any work, stages keyed by their inputs, reuse and reruns.
+
+A tiny source model and a target tokenizer from the session fixtures; the recipe runs init
+(two methods), evaluation on two held-out texts and the report, then checks that a rerun
+reuses everything, that a changed setting reruns exactly what is downstream of it, and that
+every kind of mistake is one line before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import factories as fx
+import pytest
+import yaml
+
+from vocadapt.cli import main
+from vocadapt.errors import VocadaptError
+from vocadapt.recipe import load_recipe, plan_recipe, recipe_from_dict, run_recipe, validate_recipe
+
+
+@pytest.fixture()
+def texts(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("\n%\n".join(fx.corpus("ru", 30, seed=5)) + "\n", encoding="utf-8")
+    b.write_text("\n%\n".join(fx.corpus("mixed", 20, seed=6)) + "\n", encoding="utf-8")
+    return a, b
+
+
+def _raw(source, tok, texts, out, **extra):
+    a, b = texts
+    raw = {
+        "name": "t", "out": str(out), "source_model": str(source), "corpus": [str(a)],
+        "heldout": {"ru": [str(a)], "mixed": [str(b)]},
+        "tokenizer": {"mode": "path", "path": str(tok)},
+        "init": [{"method": "mean"}, {"method": "random"}],
+        "eval": {"tasks": ["bpb"], "progress": False, "max_docs": 10},
+    }
+    raw.update(extra)
+    return raw
+
+
+@pytest.fixture()
+def recipe_file(tmp_path, source_models, target_tokenizers, texts):
+    def write(**extra):
+        raw = _raw(source_models["llama-bytelevel-tied"], target_tokenizers["byte_level"], texts, tmp_path / "out", **extra)
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+        return path
+
+    return write
+
+
+def _actions(plan):
+    return {s.id: ("run" if s.run else "reuse", s.why) for s in plan.stages}
+
+
+def test_run_reuse_and_downstream_rerun(recipe_file, tmp_path):
+    path = recipe_file()
+    r = load_recipe(path)
+    summary = run_recipe(r, echo=lambda *_: None)
+    out = tmp_path / "out"
+    assert {row["model"] for row in summary["leaderboard"]} == {"original", "mean", "random"}
+    assert all(row["bpb ru"] > 0 for row in summary["leaderboard"])
+    init = next(row for row in summary["leaderboard"] if row["model"] == "mean")
+    assert init["init_s"] > 0 and init["init_peak_gib"] > 0  # measured in the init's own process
+    for f in ("leaderboard.md", "leaderboard.json", "report.html", "eval/ru/summary.json", "eval/mixed/summary.json"):
+        assert (out / f).is_file(), f
+    assert "Leaderboard" in (out / "report.html").read_text(encoding="utf-8")
+
+    # Nothing changed: every stage is reused.
+    plan = plan_recipe(load_recipe(path))
+    assert not any(s.run for s in plan.stages)
+
+    # A changed eval setting reruns the evaluations and the report, nothing upstream.
+    raw = yaml.safe_load(path.read_text())
+    raw["eval"]["max_docs"] = 8
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    acts = _actions(plan_recipe(load_recipe(path)))
+    assert acts["init:mean"][0] == "reuse" and acts["init:random"][0] == "reuse"
+    assert acts["eval:ru:mean"] == ("run", "settings changed: config.max_docs: 10 -> 8")
+    assert acts["report"][0] == "run"
+
+    # A changed init option reruns that init and its evaluations only.
+    raw["init"][0]["weighting"] = "length"
+    raw["eval"]["max_docs"] = 10
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    acts = _actions(plan_recipe(load_recipe(path)))
+    assert acts["init:mean"][0] == "run" and "weighting" in acts["init:mean"][1]
+    assert acts["eval:ru:mean"] == ("run", "upstream changed: init:mean")
+    assert acts["init:random"][0] == "reuse" and acts["eval:ru:random"][0] == "reuse"
+
+    # --force reruns the named stage and what depends on it.
+    acts = _actions(plan_recipe(load_recipe(path), force=("init:random",)))
+    assert acts["init:random"] == ("run", "forced") and acts["eval:mixed:random"][0] == "run"
+
+
+def test_interrupted_output_is_redone(recipe_file, tmp_path):
+    r = load_recipe(recipe_file(init=[{"method": "mean"}]))
+    run_recipe(r, echo=lambda *_: None)
+    marker = tmp_path / "out" / "models" / "mean" / ".vocadapt-stage.json"
+    marker.unlink()  # as if the run stopped after writing the model but before recording it
+    assert _actions(plan_recipe(load_recipe(recipe_file(init=[{"method": "mean"}]))))["init:mean"] == ("run", "incomplete output: redone")
+
+
+def test_only_needs_upstream(recipe_file, capsys):
+    code, err = _cli(["run", str(recipe_file()), "--only", "eval"], capsys)
+    assert code == 2 and "needs" in err and "has not run" in err
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"eval": {"max_doc": 3}}, "eval: unknown key 'max_doc' (did you mean 'max_docs'?)"),
+        ({"init": [{"method": "maen"}]}, "unknown init method 'maen' (did you mean 'mean'?)"),
+        ({"init": [{"method": "mean", "weightin": "x"}]}, "has no option 'weightin' (did you mean 'weighting'?)"),
+        ({"init": [{"method": "mean"}, {"method": "mean"}]}, "two init entries are named 'mean'"),
+        ({"tokenizer": {"mode": "trian"}}, "did you mean 'train'?"),
+        ({"tokenizer": {"mode": "train", "vocab_sise": 10}}, "did you mean 'vocab_size'?"),
+        ({"corpus": ["/nonexistent/corpus.txt"]}, "corpus file not found: /nonexistent/corpus.txt"),
+        ({"heldout": {"x": ["/nonexistent/h.txt"]}}, "held-out text 'x' not found"),
+        ({"evaluate": {}}, "unknown key 'evaluate'"),
+        ({"init": [{"method": "focus", "aux_corpus": ["/nonexistent/aux.txt"]}]}, "aux_corpus not found"),
+        ({"propagate": {"methods": ["swap"]}}, "needs 'instruct_model'"),
+    ],
+)
+def test_validate_catches_mistakes_before_any_work(recipe_file, tmp_path, change, needle, capsys):
+    path = recipe_file(**change)
+    with pytest.raises(VocadaptError) as e:
+        validate_recipe(load_recipe(path, fetch=False))
+    assert needle in str(e.value)
+    code, err = _cli(["run", str(path)], capsys)
+    assert code == 2 and needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
+
+
+def test_validate_cli_accepts_shipped_recipes(capsys):
+    from vocadapt.recipe.schema import demo_recipe_path
+
+    for quick in (False, True):
+        code, out = _cli(["run", str(demo_recipe_path(quick)), "--validate"], capsys, out=True)
+        assert code == 0 and "valid" in out, out
+
+
+def test_unknown_asset_variable(texts, tmp_path):
+    raw = _raw("${assets.smolm2}", tmp_path, texts, tmp_path / "out")
+    with pytest.raises(VocadaptError, match=r"did you mean 'assets.smollm2'"):
+        recipe_from_dict(raw, fetch=False)
+
+
+def test_dry_run_prints_plan(recipe_file, capsys):
+    code, out = _cli(["run", str(recipe_file()), "--dry-run"], capsys, out=True)
+    assert code == 0 and "init:mean" in out and "no output yet" in out
+
+
+def _cli(args, capsys, out=False):
+    """(exit code, stdout if ``out`` else stderr) of one CLI call."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out if out else captured.err.strip()
+
+
+def test_train_stage_trains_every_init_and_resumes(recipe_file, tmp_path):
+    train = {"steps": 4, "seq_len": 16, "batch_size": 2, "lr": 0.01, "warmup_steps": 0, "eval_every": 2,
+             "eval_max_docs": 5, "progress": False, "save_every": 2}
+    path = recipe_file(train=train)
+    summary = run_recipe(load_recipe(path), echo=lambda *_: None)
+    rows = {r["model"]: r for r in summary["leaderboard"]}
+    assert rows["mean"]["bpb ru +train"] is not None and rows["mean"]["train_tokens_per_s"] > 0
+    out = tmp_path / "out"
+    assert (out / "train" / "mean" / "model" / "config.json").is_file()
+    assert "loss" in (out / "report.html").read_text(encoding="utf-8")  # the curves made it into the report
+
+    # Interrupted after a checkpoint (marker gone, last checkpoint kept): the rerun resumes.
+    (out / "train" / "mean" / ".vocadapt-stage.json").unlink()
+    acts = _actions(plan_recipe(load_recipe(path)))
+    assert acts["train:mean"] == ("run", "interrupted earlier: resumes")
+    run_recipe(load_recipe(path), echo=lambda *_: None)
+    log = (out / "train" / "mean" / "train_log.jsonl").read_text().splitlines()
+    assert max(json.loads(x)["step"] for x in log) == 4
+
+    # A changed training setting reruns training and its evaluations, not the inits.
+    raw = yaml.safe_load(path.read_text())
+    raw["train"]["lr"] = 0.02
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    acts = _actions(plan_recipe(load_recipe(path)))
+    assert acts["init:mean"][0] == "reuse" and acts["train:mean"][1] == "settings changed: config.lr: 0.01 -> 0.02"
+    assert acts["eval:ru:mean+train"] == ("run", "upstream changed: train:mean")
+    assert acts["eval:ru:mean"][0] == "reuse"
