@@ -36,7 +36,7 @@ from vocadapt import assets
 from vocadapt.corpus import read_texts
 from vocadapt.tokenizer import ExtendConfig, TrainConfig, extend_tokenizer, train_tokenizer
 from vocadapt.tokenizer import _common as C
-from vocadapt.tokenizer.canonical import SPIECE_SPACE, model_vocab
+from vocadapt.tokenizer.canonical import SPIECE_SPACE, detect_family, model_vocab
 from vocadapt.tokenizer.load import load_tokenizer
 
 LLAMA3_PATTERN = (
@@ -223,12 +223,14 @@ def main() -> None:
             r = train_tokenizer(ru / "train.txt", out=out / f"train-{kind}-{'like' if like else 'default'}", overwrite=True,
                                 config=TrainConfig(kind=kind, vocab_size=16000, like=str(like) if like else None, show_progress=False))
             n = _n_tokens(load_tokenizer(r["out"]), held["ru"])
-            train_rows.append({"kind": kind, "like": "SmolLM2" if like else "-", "family": r["family"],
+            fam = detect_family(r["tokenizer_json"])
+            conventions = f"{fam.model}, {fam.kind}" + (", byte fallback" if fam.byte_fallback else "")
+            train_rows.append({"kind": kind, "like": "SmolLM2" if like else "-", "conventions": conventions,
                                "ru_chars_per_token": n_chars / n, "vs_smollm2": base / n, "seconds": time.time() - t})
             print(json.dumps(train_rows[-1]), flush=True)
-        print("\n| train 16k | --like | result family | ru chars/token | x SmolLM2 |\n|---|---|---|---|---|")
+        print("\n| train 16k | --like | result conventions | ru chars/token | x SmolLM2 |\n|---|---|---|---|---|")
         for r in train_rows:
-            print(f"| {r['kind']} | {r['like']} | {r['family']} | {r['ru_chars_per_token']:.3f} | x{r['vs_smollm2']:.2f} |")
+            print(f"| {r['kind']} | {r['like']} | {r['conventions']} | {r['ru_chars_per_token']:.3f} | x{r['vs_smollm2']:.2f} |")
         result["train"] = train_rows
     (out / "families.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(f"\ntokenizers and families.json in {out}")
