@@ -296,7 +296,7 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
     def evaluate_now() -> bool:
         """Evaluate on the main process, log, and say (on every rank) whether to stop early."""
         nonlocal metrics
-        decision = [False]
+        decision: list[Any] = [False, metrics]
         if accelerator.is_main_process:
             with accelerator.autocast():
                 metrics = {k: float(v) for k, v in task.evaluate(accelerator.unwrap_model(model)).items()}
@@ -309,13 +309,15 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
                 else:
                     history["bad_evals"] += 1
                     decision[0] = history["bad_evals"] >= config.patience
+            decision[1] = metrics
         if world > 1:
             from accelerate.utils import broadcast_object_list
 
-            broadcast_object_list(decision)
+            broadcast_object_list(decision)  # every rank returns the same metrics and stops together
+        metrics = decision[1]
         return decision[0]
 
-    def save(final: bool = False) -> Path:
+    def save() -> Path:
         ckpt = run_dir / CHECKPOINTS / f"step-{step:06d}"
         accelerator.save_state(str(ckpt))
         if accelerator.is_main_process:
