@@ -8,10 +8,10 @@ import factories as fx
 
 
 def write_corpus(path: Path, n: int = 120, seed: int = 5, lang: str = "ru") -> Path:
-    """A plain text corpus: one document per paragraph (blank-line separated)."""
+    """A plain text corpus of ``n`` documents, fortune-file style (separated by '%' lines)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     docs = [" ".join(fx.corpus(lang, 3, seed=seed * 1000 + i)) for i in range(n)]
-    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    path.write_text("\n%\n".join(docs) + "\n", encoding="utf-8")
     return path
 
 

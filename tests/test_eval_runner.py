@@ -99,7 +99,7 @@ def test_report_html_and_markdown_with_plots(tmp_path, eval_dir):
     text = page.path.read_text().replace("<wbr>", "")  # header line-break hints
     assert "tiny-a" in text and "init-mean" in text and "bits_per_byte" in text and "init.copied" in text
     names = sorted(p.name for p in page.images)
-    assert names == ["bits_per_byte.png", "bpb.png", "chars_per_s.png", "chars_per_token.png", "loss.png", "read_chars_per_s.png"]
+    assert names == ["bits_per_byte.png", "bpb.png", "bpb_by_tokens.png", "chars_per_s.png", "chars_per_token.png", "loss.png", "read_chars_per_s.png"]
     for p in page.images:
         assert p.read_bytes()[:4] == b"\x89PNG" and f"report_files/{p.name}" in text
     md = build_report([eval_dir], tmp_path / "rep" / "report.md")

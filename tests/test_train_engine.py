@@ -43,5 +43,257 @@ def test_trains_end_to_end(tmp_path):
     for name in before:
         same = torch.equal(before[name], after[name])
         assert same == (name != "model.embed_tokens.weight"), name
+    # The export loads as a standard HF model and scores exactly what the run logged.
+    from vocadapt.corpus import read_texts
+    from vocadapt.evaluate.bpb import bits_per_byte, load_model
+
+    m, tok = load_model(tmp_path / "run")  # a run directory stands for its final model
+    assert bits_per_byte(m, tok, read_texts([held]), max_length=32).bits_per_byte == pytest.approx(res.final_bpb, rel=1e-5)
     prov = json.loads((res.model_dir / "vocadapt.json").read_text())
     assert prov["step"] == "train" and prov["results"]["steps"] == 6 and prov["results"]["tokens"] == res.tokens
+
+
+def _tensors(d):
+    from vocadapt.io.checkpoint import Checkpoint
+
+    ck = Checkpoint(d)
+    return ck, {n: ck.read(n) for n in ck.tensors}
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("trainable", ["embeddings+head", "embeddings", "layers:0,-1"])
+def test_trainable_sets_freeze_the_rest(tmp_path, tied, trainable):
+    model = tiny_lm(tmp_path / "m", tied=tied)
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    res = train_embeddings(model, corpus, tmp_path / "run", small(steps=2, trainable=trainable, eval_every=0))
+    ck, before = _tensors(model)
+    _, after = _tensors(res.model_dir)
+    expect = {ck.vocab.input}
+    if trainable != "embeddings" and ck.vocab.output:
+        expect.add(ck.vocab.output)
+    if trainable.startswith("layers"):
+        expect |= {n for n in before if n.startswith(("model.layers.0.", "model.layers.1."))}
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    # Norm weights start at 1 and get no weight decay, but they do get gradients: all change.
+    assert changed == expect
+
+
+def test_new_rows_keeps_copied_rows(tmp_path, target_tokenizers):
+    from vocadapt import init_embeddings
+    from vocadapt.train.rows import new_row_ids
+
+    for tied in (True, False):
+        src = tiny_lm(tmp_path / f"src{tied}", tied=tied)
+        init = tmp_path / f"init{tied}"
+        init_embeddings(src, target_tokenizers["byte_level"], init, method="mean")
+        corpus = write_corpus(tmp_path / "train.txt", n=60)
+        res = train_embeddings(init, corpus, tmp_path / f"run{tied}", small(steps=2, trainable="new-rows", eval_every=0))
+        ck, before = _tensors(init)
+        _, after = _tensors(res.model_dir)
+        from vocadapt.tokenizer.load import load_tokenizer
+
+        new = new_row_ids(init, load_tokenizer(init))
+        old = torch.ones(before[ck.vocab.input].shape[0], dtype=torch.bool)
+        old[new] = False
+        for name in ck.vocab.names():
+            assert torch.equal(before[name][old], after[name][old]), name  # bit-identical copied rows
+            assert not torch.equal(before[name][~old], after[name][~old]), name
+        for name in set(before) - set(ck.vocab.names()):
+            assert torch.equal(before[name], after[name]), name
+
+
+def test_new_rows_needs_init_provenance(tmp_path):
+    from vocadapt.errors import VocadaptError
+
+    model = tiny_lm(tmp_path / "m")
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    with pytest.raises(VocadaptError, match="no init provenance"):
+        train_embeddings(model, corpus, tmp_path / "run", small(trainable="new-rows"))
+    assert not (tmp_path / "run").exists()
+
+
+def _losses(run_dir):
+    rows = [json.loads(l) for l in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r], [(r["step"], r["bpb"]) for r in rows if "bpb" in r]
+
+
+def test_interrupt_and_resume_is_exact(tmp_path, monkeypatch):
+    from vocadapt.train.lm import EmbeddingTask
+
+    model = tiny_lm(tmp_path / "m", tied=False)
+    corpus = write_corpus(tmp_path / "train.txt")
+    held = write_corpus(tmp_path / "held.txt", n=6, seed=99)
+    cfg = small(steps=6, eval_every=2, save_every=2)
+    full = train_embeddings(model, corpus, tmp_path / "full", cfg, eval_text=held)
+
+    original = EmbeddingTask.global_batch
+
+    def ctrl_c_at_step_5(self, step):
+        if step == 4:  # the 5th step: steps 1-4 are done, the last checkpoint is step 4
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    monkeypatch.setattr(EmbeddingTask, "global_batch", ctrl_c_at_step_5)
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted at step 4; checkpoint saved in .*step-000004 \(resume with --resume\)"):
+        train_embeddings(model, corpus, tmp_path / "cut", cfg, eval_text=held)
+    assert not (tmp_path / "cut" / "model").exists()
+    monkeypatch.setattr(EmbeddingTask, "global_batch", original)
+
+    from vocadapt.errors import VocadaptError
+
+    with pytest.raises(VocadaptError, match="setting 'lr' was 0.01, now 0.02"):
+        train_embeddings(model, corpus, tmp_path / "cut", small(steps=6, eval_every=2, save_every=2, lr=2e-2),
+                         eval_text=held, resume=True)
+    with pytest.raises(VocadaptError, match="use --resume"):
+        train_embeddings(model, corpus, tmp_path / "cut", cfg, eval_text=held)
+    resumed = train_embeddings(model, corpus, tmp_path / "cut", cfg, eval_text=held, resume=True)
+    assert resumed.steps == full.steps and resumed.tokens == full.tokens
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "full")
+    _, a = _tensors(full.model_dir)
+    _, b = _tensors(resumed.model_dir)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    # keep_checkpoints=2: the oldest checkpoint is gone, each remaining one holds an HF model.
+    ckpts = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
+    assert ckpts == ["step-000004", "step-000006"]
+    assert (tmp_path / "cut" / "checkpoints" / "step-000004" / "model" / "config.json").is_file()
+
+
+def test_cli_plot_and_report(tmp_path, target_tokenizers, capsys):
+    from vocadapt import init_embeddings
+    from vocadapt.cli import main
+    from vocadapt.evaluate.report import build_report
+
+    src = tiny_lm(tmp_path / "src")
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    held = write_corpus(tmp_path / "held.txt", n=4, seed=99)
+    runs = []
+    for method in ("mean", "random"):
+        init = tmp_path / f"init-{method}"
+        init_embeddings(src, target_tokenizers["byte_level"], init, method=method)
+        run = tmp_path / f"run-{method}"
+        main(["train", str(init), str(corpus), "--out", str(run), "--eval-text", str(held), "--steps", "2",
+              "--seq-len", "32", "--batch-size", "2", "--eval-every", "1", "--no-progress"])
+        assert "held-out bits per byte" in capsys.readouterr().out
+        runs.append(run)
+    png = tmp_path / "curves.png"
+    main(["plot", *map(str, runs), "--out", str(png)])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    page = build_report(runs, tmp_path / "rep" / "report.html")
+    assert "run-mean" in page.path.read_text()
+    from vocadapt.evaluate.report import collect
+
+    rows, logs = collect(runs)
+    assert sorted(logs) == ["mean (run-mean)", "random (run-random)"]  # curves labelled by init method
+    assert [(r["run"], r["kind"], r["method"]) for r in rows] == [("run-mean", "train", "mean"), ("run-random", "train", "random")]
+    assert sorted(p.name for p in page.images) == ["bpb.png", "bpb_by_tokens.png", "loss.png"]
+    # `vocadapt eval` takes the run directory itself for its final model.
+    main(["eval", str(runs[0]), "--text", str(held), "--tasks", "bpb", "--out", str(tmp_path / "ev")])
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["models"][0]["metrics"]["bits_per_byte"] > 0
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from vocadapt.cli import main
+    from vocadapt.errors import VocadaptError
+
+    model = tiny_lm(tmp_path / "m")
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    out = tmp_path / "run"
+
+    def refused(args, match):
+        capsys.readouterr()  # drop what building the fixtures printed
+        with pytest.raises(SystemExit) as e:
+            # Small settings first: the case's own options come later and win.
+            main(["train", str(args[0]), str(args[1]), "--out", str(out), "--no-progress", "--steps", "1",
+                  "--seq-len", "32", *map(str, args[2:])])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith("error: ") and "\n" not in err and match in err, err
+        assert not out.exists()
+
+    refused([model, corpus, "--lr", "0"], "lr must be above 0")
+    refused([model, corpus, "--steps", "0"], "steps must be at least 1")
+    refused([model, corpus, "--trainable", "head"], "trainable must be one of")
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("Привет мир.\n", encoding="utf-8")
+    refused([model, tiny, "--seq-len", "64"], "fewer than one block of seq_len=64")
+    held = tmp_path / "held.txt"
+    # A training document re-wrapped over two lines, and one inside a longer held-out document.
+    docs = corpus.read_text(encoding="utf-8").split("\n%\n")
+    first, rest = docs[3].split(" ", 1)
+    held.write_text(f"{first}\n{rest}\n%\nA new opening line that was never trained on.\n{docs[5]}\n", encoding="utf-8")
+    refused([model, corpus, "--eval-text", held], "held-out text overlaps the training corpus: 2 of 2 documents")
+    # --heldout-overlap drop scores only the held-out documents not in the training text.
+    ok = train_embeddings(model, corpus, tmp_path / "dropped", small(steps=1, heldout_overlap="drop"),
+                          eval_text=[held, write_corpus(tmp_path / "new.txt", n=2, seed=77)])
+    assert ok.final_bpb is not None
+    refused([model, corpus, "--trainable", "new-rows"], "no init provenance")
+    refused([model, corpus, "--trainable", "layers:0,7"], "layer 7 does not exist")
+    # A checkpoint whose embedding is stored under an unknown name.
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(model, broken)
+    tensors = load_file(broken / "model.safetensors")
+    tensors["model.embedding_matrix"] = tensors.pop("model.embed_tokens.weight")
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    refused([broken, corpus], "input embedding not found")
+    with pytest.raises(VocadaptError, match="nothing to resume"):
+        train_embeddings(model, corpus, out, small(), resume=True)
+
+
+def test_engine_with_a_task_of_its_own(tmp_path):
+    """The engine serves any Task: a linear regression, exported as a tensor file, in bf16 then fp32."""
+    from pathlib import Path
+
+    from vocadapt.train.engine import GlobalBatch, OptimConfig, Task, run
+
+    class Regression(Task):
+        name = "regression"
+
+        def setup(self, accelerator):
+            g = torch.Generator().manual_seed(0)
+            self.x = torch.randn(64, 3, generator=g)
+            self.y = self.x @ torch.tensor([1.0, -2.0, 0.5])
+            return torch.nn.Linear(3, 1, bias=False)
+
+        def global_batch(self, step):
+            rows = torch.arange(step * 8, step * 8 + 8) % 64
+            return GlobalBatch(micro=[[rows]], n_items=8, n_tokens=8)
+
+        def loss_sum(self, model, rows):
+            return ((model(self.x[rows])[:, 0] - self.y[rows]) ** 2).sum()
+
+        def evaluate(self, model):
+            with torch.no_grad():
+                return {"val_loss": float(((model(self.x)[:, 0] - self.y) ** 2).mean())}
+
+        def export(self, model, out_dir: Path):
+            torch.save({"w": model.weight.detach(), **self.run_state}, out_dir / "w.pt")
+
+    for precision in ("bf16", "no"):
+        cfg = OptimConfig(steps=60, lr=0.1, warmup_steps=0, weight_decay=0, eval_every=20, mixed_precision=precision,
+                          progress=False)
+        res = run(Regression(), cfg, tmp_path / precision)
+        saved = torch.load(tmp_path / precision / "model" / "w.pt")
+        assert saved["step"] == 60 and res.metrics["val_loss"] < 0.05
+        torch.testing.assert_close(saved["w"][0], torch.tensor([1.0, -2.0, 0.5]), atol=0.2, rtol=0)
+
+
+def test_cli_ctrl_c_prints_the_resume_line(tmp_path, monkeypatch, capsys):
+    from vocadapt.cli import main
+    from vocadapt.train.lm import EmbeddingTask
+
+    model = tiny_lm(tmp_path / "m")
+    corpus = write_corpus(tmp_path / "train.txt", n=40)
+
+    def ctrl_c(self, step):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EmbeddingTask, "global_batch", ctrl_c)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(model), str(corpus), "--out", str(tmp_path / "run"), "--seq-len", "32", "--no-progress"])
+    assert e.value.code == 130
+    assert f"interrupted at step 0; checkpoint saved in {tmp_path / 'run' / 'checkpoints' / 'step-000000'} " \
+           "(resume with --resume)" in capsys.readouterr().err

@@ -21,7 +21,9 @@ app = typer.Typer(
 )
 
 # Order is the order of the pipeline, which is also the order of `vocadapt --help`.
-_COMMAND_MODULES = ["assets", "tokenizer", "vectors", "init", "hypernet", "evaluate", "demo"]
+_COMMAND_MODULES = ["assets", "tokenizer", "vectors", "init", "evaluate", "demo"]
+_COMMAND_MODULES.insert(_COMMAND_MODULES.index("evaluate"), "train")
+_COMMAND_MODULES.insert(_COMMAND_MODULES.index("evaluate"), "hypernet")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"vocadapt.cli.{_name}").register(app)

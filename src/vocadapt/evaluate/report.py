@@ -58,8 +58,12 @@ def collect(dirs: list[str | Path]) -> tuple[list[dict], dict[str, list[dict]]]:
                              "metrics": m.get("metrics", {})})
             found = True
         if (d / "train_log.jsonl").exists():
-            logs[d.name] = _read_jsonl(d / "train_log.jsonl")
+            from vocadapt.train.plot import run_label
+
+            logs[run_label(d)] = _read_jsonl(d / "train_log.jsonl")
             found = True
+            # A run directory's provenance is its final model's.
+            prov = prov or read_provenance(d / "model") or {}
         if prov and prov.get("step") != "eval":
             res = prov.get("results", {})
             metrics = {k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -68,7 +72,8 @@ def collect(dirs: list[str | Path]) -> tuple[list[dict], dict[str, list[dict]]]:
                 for k2, v2 in (v.items() if isinstance(v, dict) else [(None, v)]):
                     metrics[f"init.{k}" + (f".{k2}" if k2 else "")] = v2
             rows.append({"run": d.name, "kind": prov.get("step", "?"),
-                         "method": (prov.get("config") or {}).get("method", ""), "metrics": metrics})
+                         "method": (prov.get("config") or {}).get("method") or res.get("init_method") or "",
+                         "metrics": metrics})
             found = True
         if not found:
             raise VocadaptError(f"{d}: no summary.json, vocadapt.json or train_log.jsonl: nothing to report")
@@ -100,8 +105,9 @@ def _plots(rows: list[dict], logs: dict[str, list[dict]], folder: Path) -> list[
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for key, label in (("loss", "training loss (nats/token)"), ("bpb", "held-out bits per byte")):
-        series = {name: [(r["step"], r[key]) for r in log if r.get(key) is not None and "step" in r]
+    for key, label, x in (("loss", "training loss (nats/token)", "step"), ("bpb", "held-out bits per byte", "step"),
+                          ("bpb", "held-out bits per byte", "tokens")):
+        series = {name: [(r[x], r[key]) for r in log if r.get(key) is not None and x in r]
                   for name, log in logs.items()}
         series = {k: v for k, v in series.items() if v}
         if not series:
@@ -109,15 +115,15 @@ def _plots(rows: list[dict], logs: dict[str, list[dict]], folder: Path) -> list[
         fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
         for name, pts in series.items():
             ax.plot(*zip(*pts), label=name, marker="o" if len(pts) < 20 else None, markersize=3)
-        ax.set_xlabel("step")
+        ax.set_xlabel("tokens seen" if x == "tokens" else "step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = folder / f"{key}.png"
+        path = folder / (f"{key}.png" if x == "step" else f"{key}_by_{x}.png")
         fig.savefig(path)
         plt.close(fig)
-        out.append((label, path))
+        out.append((label if x == "step" else f"{label} by tokens seen", path))
     for key, label, better in (("chars_per_token", "characters per token", "higher = more text per token"),
                                ("bits_per_byte", "bits per byte", "lower is better"),
                                ("chars_per_s", "generated characters per second", "higher is better"),

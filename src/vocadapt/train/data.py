@@ -27,19 +27,23 @@ from vocadapt.errors import VocadaptError
 
 log = logging.getLogger("vocadapt")
 
-_FORMAT = 1  # bump when the cached layout or the encoding changes
+_FORMAT = 2  # bump when the cached layout or the encoding changes
+# Lines at least this long (after whitespace normalization) are checked one by one for overlap
+# with held-out text; shorter ones ("Ответ: A", a heading) recur innocently.
+_MIN_LINE_CHARS = 32
 
 
 @dataclass
 class TokenizedCorpus:
     """``ids``: every document's tokens, concatenated (int32, shape (n_tokens,));
     ``starts``: offset of each document in ``ids`` plus the end (int64, shape (n_docs + 1,));
-    ``doc_hashes``: 64-bit hashes of the documents' normalized text (uint64, (n_docs,));
+    ``text_hashes``: 64-bit hashes of each document's normalized text and of its long lines
+    (uint64, sorted), for the held-out overlap check;
     ``key``: the cache key, which fingerprints tokenizer and corpus."""
 
     ids: np.ndarray
     starts: np.ndarray
-    doc_hashes: np.ndarray
+    text_hashes: np.ndarray
     key: str
 
     @property
@@ -51,10 +55,16 @@ class TokenizedCorpus:
         return int(self.starts[-1])
 
 
-def doc_hash(text: str) -> int:
-    """Hash of a document with whitespace normalized, so a re-wrapped copy still matches."""
+def _hash(text: str) -> int:
     norm = re.sub(r"\s+", " ", text).strip()
     return int.from_bytes(hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def text_hashes(doc: str) -> list[int]:
+    """Hashes of a document (whitespace normalized, so a re-wrapped copy still matches) and of
+    each of its lines of at least ``_MIN_LINE_CHARS`` characters (a document cut differently)."""
+    lines = {ln.strip() for ln in doc.splitlines()}
+    return [_hash(doc)] + [_hash(ln) for ln in lines if len(ln) >= _MIN_LINE_CHARS]
 
 
 def _tokenizer_json(tokenizer) -> str:
@@ -103,7 +113,7 @@ def tokenize_corpus(tokenizer, paths: Sequence[str | Path], *, text_field: str =
                 ids = ([start] if start is not None else []) + list(ids)
                 chunks.append(np.asarray(ids, dtype=np.int32))
                 lengths.append(len(ids))
-                hashes.append(doc_hash(text))
+                hashes.extend(text_hashes(text))
             if bar is not None:
                 bar.update(len(batch))
         if bar is not None:
@@ -114,7 +124,7 @@ def tokenize_corpus(tokenizer, paths: Sequence[str | Path], *, text_field: str =
             with atomic_dir(dest) as tmp:
                 np.save(tmp / "ids.npy", np.concatenate(chunks) if chunks else np.zeros(0, np.int32))
                 np.save(tmp / "starts.npy", starts)
-                np.save(tmp / "doc_hashes.npy", np.asarray(hashes, dtype=np.uint64))
+                np.save(tmp / "text_hashes.npy", np.unique(np.asarray(hashes, dtype=np.uint64)))
                 (tmp / "info.json").write_text(json.dumps({
                     "paths": [str(p) for p in paths], "docs": len(lengths), "tokens": int(starts[-1]),
                 }) + "\n", encoding="utf-8")
@@ -124,19 +134,23 @@ def tokenize_corpus(tokenizer, paths: Sequence[str | Path], *, text_field: str =
                 raise
     return TokenizedCorpus(
         ids=np.load(dest / "ids.npy", mmap_mode="r"), starts=np.load(dest / "starts.npy"),
-        doc_hashes=np.load(dest / "doc_hashes.npy"), key=key,
+        text_hashes=np.load(dest / "text_hashes.npy"), key=key,
     )
 
 
+def overlaps(corpus: TokenizedCorpus, texts: Sequence[str]) -> list[bool]:
+    """Per held-out document: does it occur in the training corpus, whole or by a long line?"""
+    return [bool(np.isin(np.asarray(text_hashes(t), dtype=np.uint64), corpus.text_hashes).any()) for t in texts]
+
+
 def check_heldout(corpus: TokenizedCorpus, texts: Sequence[str], where: str = "held-out text") -> None:
-    """Refuse held-out documents that also occur in the training corpus."""
-    train = set(corpus.doc_hashes.tolist())
-    overlap = [t for t in texts if doc_hash(t) in train]
+    """Refuse held-out documents that occur in the training corpus (see :func:`overlaps`)."""
+    overlap = [t for t, hit in zip(texts, overlaps(corpus, texts)) if hit]
     if overlap:
         first = re.sub(r"\s+", " ", overlap[0]).strip()
         raise VocadaptError(
             f"{where} overlaps the training corpus: {len(overlap)} of {len(texts)} documents occur in it "
-            f"(first: {first[:60]!r}); hold out text that is not trained on"
+            f"(first: {first[:60]!r}); hold out text that is not trained on, or pass --heldout-overlap drop"
         )
 
 

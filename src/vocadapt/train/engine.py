@@ -40,7 +40,7 @@ _SCHEDULES = ("cosine", "linear", "constant")
 _PRECISIONS = ("auto", "no", "bf16", "fp16")
 # Fields of OptimConfig that may differ on --resume: they change what is logged or kept, not
 # the numbers the run computes.
-_RESUMABLE = {"steps", "eval_every", "save_every", "keep_checkpoints", "patience", "progress"}
+_RESUMABLE = {"eval_every", "save_every", "keep_checkpoints", "patience", "progress"}
 
 
 @dataclass
@@ -148,22 +148,40 @@ class Task(abc.ABC):
         """Held-out metrics on the main process (e.g. ``{"bpb": .., "val_loss": ..}``)."""
         return {}
 
-    @abc.abstractmethod
-    def export(self, model: torch.nn.Module, out_dir: Path, state: dict) -> None:
-        """Write the task's artifact into the (empty, staging) directory ``out_dir``.
+    #: Set by :func:`run` before each export: ``{"step", "tokens", "metrics"}`` of the run at
+    #: that point, for the artifact's provenance.
+    run_state: dict = {}
 
-        ``state``: ``{"step", "tokens", "metrics"}`` of the run at that point, for provenance.
-        """
+    @abc.abstractmethod
+    def export(self, model: torch.nn.Module, out_dir: Path) -> None:
+        """Write the task's artifact into the (empty, staging) directory ``out_dir``."""
 
     def settings(self) -> dict:
         """Task settings that must be equal when a run is resumed."""
         return {}
 
 
-def _resolve_precision(choice: str) -> str:
-    if choice == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return choice
+def _resolve_precision(choice: str) -> str | None:
+    """Accelerate's mixed_precision for ``choice``; None leaves it to `accelerate launch`/config."""
+    import os
+
+    if choice != "auto":
+        return choice
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return None  # chosen by `accelerate launch --mixed_precision` or `accelerate config`
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _accelerator(mixed_precision: str | None):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and mixed_precision is not None and state.get("_mixed_precision") != mixed_precision:
+        # A second run in the same process with another precision (tests, notebooks): Accelerate
+        # keeps one global state and refuses to change it; start it afresh, keeping the process group.
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision)
 
 
 def run_settings(task: Task, config: OptimConfig) -> dict:
@@ -221,13 +239,12 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
     from its latest checkpoint, refusing other settings. Ctrl-C saves a checkpoint and raises
     ``KeyboardInterrupt`` with the resume hint.
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     run_dir = Path(run_dir)
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise VocadaptError(f"run directory exists and is not empty: {run_dir} (use --resume to continue it, or another --out)")
-    accelerator = Accelerator(mixed_precision=_resolve_precision(config.mixed_precision))
+    accelerator = _accelerator(_resolve_precision(config.mixed_precision))
     world = accelerator.num_processes
     settings = run_settings(task, config)
     latest = _check_resume(run_dir, settings, world) if resume else None
@@ -308,8 +325,9 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
                 shutil.rmtree(export_dir)
             from vocadapt.io.atomic import atomic_dir
 
+            task.run_state = state
             with atomic_dir(export_dir) as tmp:
-                task.export(accelerator.unwrap_model(model), tmp, state)
+                task.export(accelerator.unwrap_model(model), tmp)
             # trainer_state.json last: its presence marks a complete checkpoint.
             record = {**state, "settings": settings, "world_size": world, "history": history, "task": task.name}
             (ckpt / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

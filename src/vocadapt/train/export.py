@@ -22,14 +22,18 @@ if TYPE_CHECKING:
 
 
 def init_method(model_dir: Path) -> str | None:
-    """The init method behind a model directory: from ``vocadapt init``'s provenance, or carried
-    forward by an earlier ``vocadapt train``; None for a model vocadapt did not make."""
+    """The init method behind a model directory (None for a model vocadapt did not make)."""
+    return ((init_provenance(model_dir) or {}).get("config") or {}).get("method")
+
+
+def init_provenance(model_dir: Path) -> dict | None:
+    """The ``vocadapt init`` record behind a model directory, looking through earlier trainings."""
     from vocadapt.provenance import read_provenance
 
     prov = read_provenance(model_dir) or {}
-    if prov.get("step") == "init":
-        return (prov.get("config") or {}).get("method")
-    return (prov.get("results") or {}).get("init_method")
+    if prov.get("step") == "train":
+        return (prov.get("results") or {}).get("init_provenance")
+    return prov if prov.get("step") == "init" else None
 
 
 def trained_tensors(task: "EmbeddingTask", model) -> dict[str, torch.Tensor]:
@@ -72,6 +76,7 @@ def export_model(task: "EmbeddingTask", model, out_dir: Path, state: dict) -> No
         inputs={"model": ck.path, **{f"corpus_{i}": p for i, p in enumerate(task.corpus_paths)}},
         results={
             "init_method": init_method(ck.path),
+            "init_provenance": init_provenance(ck.path),
             "steps": state["step"],
             "tokens": state["tokens"],
             "data_fingerprint": task.data.key,

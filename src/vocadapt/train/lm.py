@@ -46,6 +46,8 @@ class TrainConfig(OptimConfig):
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward (less memory, slower)"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype: float32 (with bf16 autocast on GPU) | bfloat16 | float16"})
     text_field: str = field(default="text", metadata={"help": "JSONL field holding the text"})
+    heldout_overlap: str = field(default="error", metadata={
+        "help": "held-out documents that also occur in the training text: error | drop (score only the others)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,6 +67,8 @@ class TrainConfig(OptimConfig):
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
         if self.eval_max_docs < 1:
             raise ValueError(f"eval_max_docs must be at least 1, not {self.eval_max_docs}")
+        if self.heldout_overlap not in ("error", "drop"):
+            raise ValueError(f"heldout_overlap must be error or drop, not {self.heldout_overlap!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, not {self.dtype!r}")
 
@@ -103,7 +107,7 @@ class EmbeddingTask(Task):
     def __init__(self, model_dir: Path, corpus: list[Path], config: TrainConfig, eval_texts: list[str] | None):
         from vocadapt.evaluate.bpb import load_model
         from vocadapt.io.checkpoint import Checkpoint
-        from vocadapt.train.data import PackedBlocks, check_heldout, tokenize_corpus
+        from vocadapt.train.data import PackedBlocks, check_heldout, overlaps, tokenize_corpus
 
         self.model_dir = Path(model_dir)
         self.ckpt = Checkpoint(self.model_dir)  # finds the embeddings, or says which names it looked for
@@ -112,13 +116,36 @@ class EmbeddingTask(Task):
         from vocadapt.tokenizer.load import load_tokenizer
 
         self.tokenizer = load_tokenizer(self.model_dir, f"the tokenizer of {self.model_dir}")
+        self.new_ids = None
+        if config.trainable == "new-rows":
+            from vocadapt.train.rows import new_row_ids
+
+            self.new_ids = new_row_ids(self.model_dir, self.tokenizer)
+        n_layers = self.ckpt.text_config.get("num_hidden_layers", self.ckpt.text_config.get("n_layer"))
+        for i in config.layer_indices:
+            if isinstance(n_layers, int) and not -n_layers <= i < n_layers:
+                raise VocadaptError(f"--trainable {config.trainable}: layer {i} does not exist (the model has {n_layers})")
         self.corpus_paths = [Path(p) for p in corpus]
-        self.data = tokenize_corpus(self.tokenizer, self.corpus_paths, text_field=config.text_field, progress=config.progress)
+        from accelerate import PartialState
+
+        # Under `accelerate launch` the main process tokenizes (and caches) first; the others read the cache.
+        with PartialState().main_process_first():
+            self.data = tokenize_corpus(self.tokenizer, self.corpus_paths, text_field=config.text_field,
+                                        progress=config.progress)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.blocks = PackedBlocks(self.data, config.seq_len, pad_id=pad)
-        self.eval_texts = list(eval_texts or [])[: config.eval_max_docs]
-        if self.eval_texts:
-            check_heldout(self.data, list(eval_texts or []))
+        eval_texts = list(eval_texts or [])
+        if eval_texts and config.heldout_overlap == "drop":
+            hits = overlaps(self.data, eval_texts)
+            if any(hits):
+                log.info("held-out text: %d of %d documents also occur in the training text; scoring the other %d",
+                         sum(hits), len(hits), len(hits) - sum(hits))
+            eval_texts = [t for t, hit in zip(eval_texts, hits) if not hit]
+            if not eval_texts:
+                raise VocadaptError("every held-out document also occurs in the training text: nothing left to score")
+        elif eval_texts:
+            check_heldout(self.data, eval_texts)
+        self.eval_texts = eval_texts[: config.eval_max_docs]
         self.world = 1
         log.info("training data: %d documents, %d tokens, %d blocks of %d (%.0f%% filled)",
                  self.data.n_docs, self.data.n_tokens, len(self.blocks), config.seq_len, 100 * self.blocks.fill)
@@ -152,7 +179,7 @@ class EmbeddingTask(Task):
         if cfg.trainable == "new-rows":
             from vocadapt.train.rows import train_new_rows
 
-            train_new_rows(model, self.model_dir, self.tokenizer)
+            train_new_rows(model, self.new_ids)
             return
         model.get_input_embeddings().weight.requires_grad_(True)
         if cfg.trainable != "embeddings":
@@ -215,16 +242,16 @@ class EmbeddingTask(Task):
         r = bits_per_byte(model, self.tokenizer, self.eval_texts, max_length=self.config.seq_len)
         return {"bpb": r.bits_per_byte, "val_loss": r.nll_bits * LN2 / max(r.n_tokens, 1)}
 
-    def export(self, model, out_dir: Path, state: dict) -> None:
+    def export(self, model, out_dir: Path) -> None:
         from vocadapt.train.export import export_model
 
-        export_model(self, model, out_dir, state)
+        export_model(self, model, out_dir, self.run_state)
 
     def settings(self) -> dict:
         from vocadapt.provenance import fingerprint
 
         cfg = asdict(self.config)
-        keep = ("trainable", "seq_len", "batch_size", "dtype", "gradient_checkpointing", "text_field")
+        keep = ("trainable", "seq_len", "batch_size", "dtype", "gradient_checkpointing", "text_field", "heldout_overlap")
         return {**{k: cfg[k] for k in keep}, "model": fingerprint(self.model_dir), "data": self.data.key}
 
 

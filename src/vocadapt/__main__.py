@@ -1,0 +1,3 @@
+from vocadapt.cli import main
+
+main()

@@ -1,0 +1,75 @@
+"""Packing of training blocks and the tokenize-once cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from vocadapt.train.data import PackedBlocks, TokenizedCorpus, tokenize_corpus
+
+
+def _corpus(lengths: list[int]) -> TokenizedCorpus:
+    starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    ids = np.concatenate([np.full(n, d + 1, dtype=np.int32) for d, n in enumerate(lengths)])  # token = doc number
+    return TokenizedCorpus(ids=ids, starts=starts, text_hashes=np.zeros(0, np.uint64), key="test")
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=30), st.integers(4, 24))
+def test_blocks_cover_every_token_once_and_start_at_documents(lengths, seq_len):
+    corpus = _corpus(lengths)
+    if corpus.n_tokens < seq_len:
+        return
+    blocks = PackedBlocks(corpus, seq_len)
+    spans = blocks.spans
+    assert spans[0, 0] == 0 and spans[-1, 1] == corpus.n_tokens
+    assert (spans[1:, 0] == spans[:-1, 1]).all()  # contiguous, no token dropped or repeated
+    assert ((spans[:, 1] - spans[:, 0]) <= seq_len).all()
+    doc_starts = set(corpus.starts.tolist())
+    for (b, e) in spans:
+        if b not in doc_starts:
+            # only a continuation of a document longer than a block, which then fills whole blocks
+            d = np.searchsorted(corpus.starts, b, side="right") - 1
+            assert corpus.starts[d + 1] - corpus.starts[d] > seq_len
+        # a block never ends inside a document unless that document is longer than a block
+        if e not in doc_starts:
+            d = np.searchsorted(corpus.starts, e, side="right") - 1
+            assert corpus.starts[d + 1] - corpus.starts[d] > seq_len and e - b == seq_len
+
+
+def test_batch_pads_with_ignored_labels_and_order_is_seeded():
+    blocks = PackedBlocks(_corpus([5, 3, 9, 2, 30, 4]), 8, pad_id=0)
+    batch = blocks.batch([0, 1])
+    assert batch["input_ids"].shape == (2, 8)
+    assert batch["input_ids"][0].tolist() == [1] * 5 + [2] * 3  # docs 1 and 2 fill block 0 exactly
+    row = batch["labels"][1].tolist()
+    assert row == [3] * 8  # doc 3 (9 tokens) fills block 1 and continues in block 2
+    last = blocks.batch([len(blocks) - 1])
+    n = int(blocks.spans[-1, 1] - blocks.spans[-1, 0])
+    assert (last["labels"][0, n:] == -100).all() and (last["labels"][0, :n] != -100).all()
+    a = blocks.block_indices(0, 3 * len(blocks), seed=1)
+    assert a == blocks.block_indices(0, 3 * len(blocks), seed=1)
+    assert a != blocks.block_indices(0, 3 * len(blocks), seed=2)
+    for epoch in range(3):  # every epoch is a permutation of all blocks
+        assert sorted(a[epoch * len(blocks):(epoch + 1) * len(blocks)]) == list(range(len(blocks)))
+
+
+def test_tokenized_once_and_cached(tmp_path, monkeypatch):
+    import factories as fx
+
+    monkeypatch.setenv("VOCADAPT_CACHE", str(tmp_path / "cache"))
+    tok = fx.byte_level_bpe(fx.corpus("ru", 100, seed=2), vocab_size=300)
+    text = tmp_path / "c.txt"
+    text.write_text("Первый документ.\n%\nВторой документ, длиннее.\n", encoding="utf-8")
+    first = tokenize_corpus(tok, [text], progress=False)
+    assert first.n_docs == 2
+    assert first.ids[first.starts[0]] == tok.convert_tokens_to_ids("<|im_start|>")  # start token in front (BOS)
+    cached = list((tmp_path / "cache" / "tokenized").iterdir())
+    assert len(cached) == 1
+    again = tokenize_corpus(tok, [text], progress=False)
+    assert again.key == first.key and np.array_equal(again.ids, first.ids)
+    text.write_text("Другой текст.\n", encoding="utf-8")
+    assert tokenize_corpus(tok, [text], progress=False).key != first.key
+    with pytest.raises(Exception, match="fewer than one block"):
+        PackedBlocks(tokenize_corpus(tok, [text], progress=False), 512)
