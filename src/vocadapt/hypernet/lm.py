@@ -187,7 +187,8 @@ class LmStageTask(EmbeddingTask):
         self.refresh(model)
         return super().evaluate(model.llm)
 
-    def export(self, model, out_dir: Path, state: dict) -> None:
+    def export(self, model, out_dir: Path) -> None:
+        state = self.run_state
         from safetensors.torch import save_file
 
         from vocadapt.hypernet.train import CONFIG_FILE, QUALITY_FILE, WEIGHTS_FILE

@@ -211,7 +211,8 @@ class ReconstructTask(Task):
         model.train(was)
         return {"val_loss": total / max(n, 1)}
 
-    def export(self, model, out_dir: Path, state: dict) -> None:
+    def export(self, model, out_dir: Path) -> None:
+        state = self.run_state
         from vocadapt.hypernet.quality import reconstruction_report
 
         quality = reconstruction_report(model, self.data, self.config)
