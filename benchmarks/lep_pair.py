@@ -119,7 +119,7 @@ def main() -> None:
         fits[method] = prov["results"]["fits"]
 
     def build_selfcal(p: Path) -> None:
-        p.mkdir(parents=True)
+        p.mkdir(parents=True, exist_ok=True)
         lm = HFLM.from_dir(twin)
         docs = tw._docs(texts[half:])[: args.self_calibration]
         prompts = [tw.TRAIN_TEMPLATES[i % len(tw.TRAIN_TEMPLATES)].format(text=d) for i, d in enumerate(docs)]
