@@ -20,7 +20,8 @@ Two measurements:
   tokenizers of ``--vocab-sizes`` tokens: time and peak RSS of each side (no quality: the
   weights are random).
 
-Every timed run is its own process; peak RSS is that process's ``getrusage`` maximum. For the
+Every timed run is its own process; peak RSS is that process's ``getrusage`` maximum, and CPU
+time (user + system over all threads) says what a run costs whatever else the machine runs. For the
 FOCUS and WECHSEL pairs, timing covers the method alone, from tokenizers and the source
 embedding in memory to the full target matrix (alignment, loading the vectors, similarities,
 weights, rows): the scope of the reference functions. For regression vs tokensurgeon, both
@@ -117,14 +118,17 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     src_tok, tgt_tok, emb = ra._load_common(args.model, args.target)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
     t0 = time.perf_counter()
     side, fallback = (args.side.split(":") + ["random"])[:2]  # "ours:mean": our --fallback mean
     out = ra.method_matrix(side, args.method, src_tok, tgt_tok, emb, json.loads(args.inputs), full=True, fallback=fallback)
     seconds = time.perf_counter() - t0
     if args.save:
         np.save(args.out + ".npy", np.asarray(out, dtype=np.float32))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(args.out + ".json").write_text(json.dumps({"seconds": seconds, "peak_rss_mb": peak}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu0
+    Path(args.out + ".json").write_text(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": usage.ru_maxrss / 1024}))
 
 
 def _env(threads: int, extra_path: list[str] | None = None) -> dict[str, str]:
@@ -140,7 +144,7 @@ def run_pair_side(python: str, side: str, method: str, model: Path, tok: Path, i
     try:
         subprocess.run(cmd, env=_env(args.threads), check=True, timeout=args.timeout, stdout=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return {"seconds": None, "peak_rss_mb": None}
+        return {"seconds": None, "cpu_seconds": None, "peak_rss_mb": None}
     return json.loads(Path(str(out) + ".json").read_text())
 
 
@@ -150,14 +154,15 @@ def run_command(cmd: list[str], threads: int, timeout: float) -> dict:
         "import json, resource, subprocess, sys, time; t = time.perf_counter(); "
         f"r = subprocess.run({cmd!r}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout={timeout}); "
         "s = time.perf_counter() - t; sys.stderr.write(r.stderr[-3000:] if r.returncode else ''); "
-        "print(json.dumps({'rc': r.returncode, 'seconds': s, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))"
+        "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+        "print(json.dumps({'rc': r.returncode, 'seconds': s, 'cpu_seconds': u.ru_utime + u.ru_stime, 'peak_rss_mb': u.ru_maxrss / 1024}))"
     )
     try:
         r = subprocess.run([sys.executable, "-c", code], env=_env(threads), capture_output=True, text=True, timeout=timeout + 60)
     except subprocess.TimeoutExpired:
-        return {"seconds": None, "peak_rss_mb": None}
+        return {"seconds": None, "cpu_seconds": None, "peak_rss_mb": None}
     if r.returncode:
-        return {"seconds": None, "peak_rss_mb": None, "error": r.stderr[-2000:]}
+        return {"seconds": None, "cpu_seconds": None, "peak_rss_mb": None, "error": r.stderr[-2000:]}
     res = json.loads(r.stdout.strip().splitlines()[-1])
     if res["rc"]:
         raise RuntimeError(f"{cmd[0]} failed:\n{r.stderr}")
@@ -204,6 +209,10 @@ def bpb(model_dir: Path, docs: int, threads: int) -> float:
 
 def fmt_s(x):
     return "> timeout" if x is None else f"{x:.1f} s"
+
+
+def fmt_cpu(m):
+    return "" if m.get("cpu_seconds") is None else f"{m['cpu_seconds']:.1f} s"
 
 
 def fmt_mb(x):
@@ -273,12 +282,12 @@ def main() -> None:
                 mo, bo = res[side]
                 speed = f"{mr['seconds'] / mo['seconds']:.1f}x" if mr["seconds"] and mo["seconds"] else ""
                 name = pair + (" --fallback mean" if side == "ours:mean" else "")
-                log(f"| {name} | {ref_name} | {bo:.4f} | {'' if br is None else f'{br:.4f}'} | {fmt_s(mo['seconds'])} | {fmt_s(mr['seconds'])} | {speed} | {fmt_mb(mo['peak_rss_mb'])} | {fmt_mb(mr['peak_rss_mb'])} |", quality)
+                log(f"| {name} | {ref_name} | {bo:.4f} | {'' if br is None else f'{br:.4f}'} | {fmt_s(mo['seconds'])} | {fmt_s(mr['seconds'])} | {speed} | {fmt_mb(mo['peak_rss_mb'])} | {fmt_mb(mr['peak_rss_mb'])} | {fmt_cpu(mo)} | {fmt_cpu(mr)} |", quality)
             for v in args.vocab_sizes:
                 mo = run_pair_side(sys.executable, "ours", pair, synth, toks[v], inputs[v], work / f"s-{pair}-ours-{v}", args, save=False)
                 mr = run_pair_side(args.peers_python, "ref", pair, synth, toks[v], inputs[v], work / f"s-{pair}-ref-{v}", args, save=False)
                 speed = f"{mr['seconds'] / mo['seconds']:.1f}x" if mr["seconds"] and mo["seconds"] else (f"> {args.timeout / mo['seconds']:.0f}x" if mo["seconds"] else "")
-                log(f"| {pair} vs {ref_name} | {v:,} | {args.hidden} | {fmt_s(mo['seconds'])} | {fmt_s(mr['seconds'])} | {speed} | {fmt_mb(mo['peak_rss_mb'])} | {fmt_mb(mr['peak_rss_mb'])} |", rows)
+                log(f"| {pair} vs {ref_name} | {v:,} | {args.hidden} | {fmt_s(mo['seconds'])} | {fmt_s(mr['seconds'])} | {speed} | {fmt_mb(mo['peak_rss_mb'])} | {fmt_mb(mr['peak_rss_mb'])} | {fmt_cpu(mo)} | {fmt_cpu(mr)} |", rows)
         elif pair == "regression":
             from vocadapt.init.registry import get_method
 
@@ -296,27 +305,27 @@ def main() -> None:
             shutil.rmtree(out_ts, ignore_errors=True)
             mr = run_command([surgeon, str(smol), str(d), str(out_ts), "--quiet", "-k", str(args.surgeon_k)], args.threads, args.timeout)
             br = bpb(out_ts, args.docs, args.threads) if mr["seconds"] is not None else None
-            mo, bo = {"seconds": None, "peak_rss_mb": None}, None
+            mo, bo = {"seconds": None, "cpu_seconds": None, "peak_rss_mb": None}, None
             if ours_cmd:
                 out_re = work / "model-regression"
                 ours_cmd = [str(d) if c == "DONOR" else str(out_re) if c == "OUT" else c for c in ours_cmd]
                 mo = run_command(ours_cmd, args.threads, args.timeout)
                 bo = bpb(out_re, args.docs, args.threads)
             speed = f"{mr['seconds'] / mo['seconds']:.1f}x" if mr["seconds"] and mo["seconds"] else ""
-            log(f"| regression | mergekit-tokensurgeon (omp, k={args.surgeon_k}) | {'' if bo is None else f'{bo:.4f}'} | {'' if br is None else f'{br:.4f}'} | {fmt_s(mo['seconds']) if ours_cmd else ''} | {fmt_s(mr['seconds'])} | {speed} | {fmt_mb(mo['peak_rss_mb'])} | {fmt_mb(mr['peak_rss_mb'])} |", quality)
-            log(f"| (donor: mean) | | {b_mean:.4f} | | | | | | |", quality)
+            log(f"| regression | mergekit-tokensurgeon (omp, k={args.surgeon_k}) | {'' if bo is None else f'{bo:.4f}'} | {'' if br is None else f'{br:.4f}'} | {fmt_s(mo['seconds']) if ours_cmd else ''} | {fmt_s(mr['seconds'])} | {speed} | {fmt_mb(mo['peak_rss_mb'])} | {fmt_mb(mr['peak_rss_mb'])} | {fmt_cpu(mo)} | {fmt_cpu(mr)} |", quality)
+            log(f"| (donor: mean) | | {b_mean:.4f} | | | | | | | | |", quality)
     if args.original:
         b_src = bpb(smol, args.docs, args.threads)
-        log(f"| (SmolLM2, original tokenizer) | | {b_src:.4f} | | | | | | |", quality)
+        log(f"| (SmolLM2, original tokenizer) | | {b_src:.4f} | | | | | | | | |", quality)
 
     print(f"\nQuality: SmolLM2-135M -> Russian BPE {qv:,}, bits per byte on {args.docs} held-out documents (untrained)")
-    print("| ours | reference | bpb ours | bpb reference | time ours | time reference | speed-up | peak RSS ours | peak RSS reference |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| ours | reference | bpb ours | bpb reference | time ours | time reference | speed-up | peak RSS ours | peak RSS reference | CPU ours | CPU reference |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(quality))
     if rows:
         print(f"\nSpeed: synthetic Llama (d = {args.hidden}, SmolLM2's 49,152-token tokenizer) -> Russian BPE")
-        print("| pair | target vocabulary | d | time ours | time reference | speed-up | peak RSS ours | peak RSS reference |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| pair | target vocabulary | d | time ours | time reference | speed-up | peak RSS ours | peak RSS reference | CPU ours | CPU reference |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
 
 

@@ -13,7 +13,8 @@ tokenizer of a new language. Methods:
   training fastText (whose cost is cached and does not depend on the checkpoint);
 * ``regression`` (when this vocadapt has it): the same vectors as ``--features``.
 
-Each run is one `vocadapt init` process; wall time and peak RSS (``getrusage`` of that child)
+Each run is one `vocadapt init` process; wall time, CPU time (user + system, all threads:
+what the run costs whatever else the machine runs) and peak RSS (``getrusage`` of that child)
 are measured around it and include reading the checkpoint, the alignment, the method and
 writing the output (``--profile`` writes a cProfile of each run, to see which stage costs).
 
@@ -76,11 +77,12 @@ def run_one(src: Path, tgt: Path, aux: Path, method: str, out: Path, profile: Pa
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, TQDM_DISABLE="1"))
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak, cpu = usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime
     prov = json.loads((out / "vocadapt.json").read_text())
     counts = prov["results"]["counts"]["input"]
     shutil.rmtree(out, ignore_errors=True)
-    return {"seconds": seconds, "peak_gib": peak, "new": counts["computed"] + counts["fallback"] + counts.get("fallback_mean", 0), "copied": counts["copied"]}
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_gib": peak, "new": counts["computed"] + counts["fallback"] + counts.get("fallback_mean", 0), "copied": counts["copied"]}
 
 
 def main() -> None:
@@ -100,7 +102,7 @@ def main() -> None:
         emb_gib = 2 * vocab * HIDDEN * 2 / 2**30
         print(
             f"| {method} | {vocab:,} x {HIDDEN} | {emb_gib:.2f} GiB | {r['copied']:,} | {r['new']:,} | "
-            f"{r['seconds']:.1f} s | {r['peak_gib']:.2f} GiB | {r['peak_gib'] / emb_gib:.2f}x |",
+            f"{r['seconds']:.1f} s | {r['peak_gib']:.2f} GiB | {r['peak_gib'] / emb_gib:.2f}x | {r['cpu_seconds']:.1f} s |",
             flush=True,
         )
         return
@@ -114,8 +116,8 @@ def main() -> None:
         except Exception:  # noqa: BLE001 - a method this checkout does not have yet
             print(f"(skipping {m}: not a registered method in this checkout)", flush=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    print("| method | vocabulary x d | emb + head (bf16) | copied | new | time | peak RSS | peak / (emb+head) |")
-    print("|---|---|---|---|---|---|---|---|", flush=True)
+    print("| method | vocabulary x d | emb + head (bf16) | copied | new | wall time | peak RSS | peak / (emb+head) | CPU time |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for vocab in args.sizes:
         # Inputs built in their own process, so the measured children start from a small parent.
         code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import scale; scale.build_inputs(scale.Path({str(args.workdir)!r}), {vocab}, {args.layers})"
