@@ -123,9 +123,10 @@ class HelperTask(EmbeddingTask):
         model.train()
         return model.to(accelerator.device)
 
-    def export(self, model, out_dir: Path, state: dict) -> None:
+    def export(self, model, out_dir: Path) -> None:
         from vocadapt.provenance import write_provenance
 
+        state = self.run_state
         model.save_pretrained(out_dir, safe_serialization=True)
         self.tokenizer.save_pretrained(str(out_dir))
         write_provenance(
