@@ -13,6 +13,7 @@ the same inputs costs nothing the second time.
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import os
 import tempfile
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from vocadapt.errors import VocadaptError
+
+log = logging.getLogger("vocadapt")
 
 _WS = str.maketrans({c: "\u2423" for c in " \t\n\r\v\f\x00"})  # '␣': fastText splits on these
 
@@ -107,15 +110,23 @@ def train_token_vectors(
                 f"(need well over min_count={min_count} occurrences per token type); give more text or lower min_count"
             )
         step(f"fastText: training {dim}-d CBOW vectors on {n_tok} tokens ({epochs} epochs, {threads} threads; cached after)")
-        try:
-            model = fasttext.train_unsupervised(
-                str(text), model="cbow", dim=dim, epoch=epochs, minCount=min_count, neg=10,
-                thread=max(1, threads), verbose=0,
-            )
-        except (RuntimeError, ValueError) as e:
-            raise VocadaptError(
-                f"fastText could not train on {n_tok} tokens ({e}); the corpus is too small for min_count={min_count}"
-            ) from None
+        # fastText's SGD can diverge to NaN on a small corpus at its default lr (0.05); halving
+        # the rate recovers it. Same inputs give the same attempts, so the cache stays valid.
+        model, lr = None, 0.05
+        for attempt in range(3):
+            try:
+                model = fasttext.train_unsupervised(
+                    str(text), model="cbow", dim=dim, epoch=epochs, minCount=min_count, neg=10, lr=lr,
+                    thread=max(1, threads), verbose=0,
+                )
+                break
+            except (RuntimeError, ValueError) as e:
+                if "NaN" not in str(e) or attempt == 2:
+                    raise VocadaptError(
+                        f"fastText could not train on {n_tok} tokens ({e}); the corpus is too small for min_count={min_count}"
+                    ) from None
+                lr /= 2
+                log.warning("fastText diverged (NaN) on %d tokens; retrying with lr %.4f", n_tok, lr)
         n_words = len(model.words)
         if n_words < 2:
             raise VocadaptError(
