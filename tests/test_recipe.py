@@ -135,11 +135,15 @@ def test_validate_catches_mistakes_before_any_work(recipe_file, tmp_path, change
 
 
 def test_validate_cli_accepts_shipped_recipes(capsys):
+    from pathlib import Path
+
     from vocadapt.recipe.schema import demo_recipe_path
 
-    for quick in (False, True):
-        code, out = _cli(["run", str(demo_recipe_path(quick)), "--validate"], capsys, out=True)
-        assert code == 0 and "valid" in out, out
+    templates = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+    assert templates, "the recipes/ templates are shipped too"
+    for path in [demo_recipe_path(False), demo_recipe_path(True), *templates]:
+        code, out = _cli(["run", str(path), "--validate"], capsys, out=True)
+        assert code == 0 and "valid" in out, (path, out)
 
 
 def test_unknown_asset_variable(texts, tmp_path):
