@@ -90,6 +90,10 @@ def setup_logging(debug: bool = False) -> None:
         log.addHandler(_LineHandler())
         log.propagate = False
     log.setLevel(logging.DEBUG if debug else logging.INFO)
+    # transformers draws a nameless "Loading weights" bar for every model it loads (dozens in a
+    # recipe); vocadapt's own lines say which model is loading. Set before transformers is
+    # imported, which reads it once; a user's explicit setting wins.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
     def showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
         name = "" if category in (UserWarning, RuntimeWarning) else f"{category.__name__}: "
