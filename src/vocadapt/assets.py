@@ -128,9 +128,12 @@ def smollm2_twin() -> Path:
     Russian training text and cached. No official base/instruct pair installs offline; this one
     has a measurable behaviour that propagation must keep."""
     from vocadapt.corpus import read_texts
+    from vocadapt.progress import step
     from vocadapt.propagate.twin import make_twin
 
-    return make_twin(smollm2(), read_texts([russian_text() / "train.txt"]))
+    base, texts = smollm2(), read_texts([russian_text() / "train.txt"])
+    step("assets: the instruct twin of SmolLM2 (built once, then cached)")
+    return make_twin(base, texts)
 
 
 def qwen_tokenizer() -> Path:
