@@ -195,3 +195,26 @@ def test_train_stage_trains_every_init_and_resumes(recipe_file, tmp_path):
     assert acts["init:mean"][0] == "reuse" and acts["train:mean"][1] == "settings changed: config.lr: 0.01 -> 0.02"
     assert acts["eval:ru:mean+train"] == ("run", "upstream changed: train:mean")
     assert acts["eval:ru:mean"][0] == "reuse"
+
+
+def test_propagate_and_calibrate_stages(recipe_file, tmp_path, source_models):
+    # The source model serves as its own same-shaped "instruct twin": the point here is the
+    # stage wiring (propagate from each init, calibrate from a propagated model, evaluation).
+    calib = {"steps": 2, "batch_size": 2, "copy_examples": 6, "val_examples": 2, "copy_chars": [20, 80],
+             "max_length": 64, "lora_r": 2, "lora_alpha": 4, "progress": False, "warmup_steps": 0}
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": q[::-1]}]},
+                   ensure_ascii=False) + "\n" for q in fx.corpus("ru", 12, seed=9)), encoding="utf-8")
+    path = recipe_file(
+        init=[{"method": "mean"}],
+        instruct_model=str(source_models["llama-bytelevel-tied"]),
+        propagate={"methods": ["swap", "conversion"]},
+        calibrate={"from": ["mean/conversion"], "instructions": str(chat), **calib},
+    )
+    summary = run_recipe(load_recipe(path), echo=lambda *_: None)
+    labels = {row["model"] for row in summary["instruct"]}
+    assert labels == {"instruct", "mean/swap", "mean/conversion", "mean/conversion+calibrate"}
+    out = tmp_path / "out"
+    assert (out / "calibrate" / "mean_conversion" / "model" / "config.json").is_file()
+    assert not any(s.run for s in plan_recipe(load_recipe(path)).stages)  # all reused on a rerun

@@ -79,27 +79,38 @@ def _init(s: Stage, plan: Plan) -> dict[str, Any]:
     return {**value, "wall_seconds": round(time.perf_counter() - t0, 1), "peak_rss_bytes": rss}
 
 
-def _train(s: Stage, plan: Plan) -> dict[str, Any]:
+def _engine_run(s: Stage, call) -> Any:
+    """Run a training-engine stage (train, calibrate) into ``s.dest``: ``call(resume)`` runs it.
+
+    A finished run with other settings is replaced. An interrupted one (no marker) continues
+    from its last checkpoint when its settings still match; otherwise it starts over.
+    """
     import shutil
 
-    from vocadapt.train import train_embeddings
     from vocadapt.train.engine import checkpoint_dirs
 
-    r = plan.recipe
-    args = (s.payload["model"], r.corpus, s.dest, s.payload["config"])
-    eval_text = next(iter(r.heldout.values()))
-    # A finished run with other settings is replaced. An interrupted one (no marker) continues
-    # from its last checkpoint when its settings still match; otherwise it starts over.
     if s.done() is not None or (s.dest.exists() and not checkpoint_dirs(s.dest)):
         shutil.rmtree(s.dest)
     try:
-        result = train_embeddings(*args, eval_text=eval_text, resume=bool(checkpoint_dirs(s.dest)))
+        return call(bool(checkpoint_dirs(s.dest)))
     except VocadaptError as e:
         if "cannot resume" not in str(e):
             raise
         shutil.rmtree(s.dest)
-        result = train_embeddings(*args, eval_text=eval_text)
-    return {k: v for k, v in vars(result).items() if isinstance(v, (int, float, str))}
+        return call(False)
+
+
+def _scalars(obj: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(obj).items() if isinstance(v, (int, float, str))}
+
+
+def _train(s: Stage, plan: Plan) -> dict[str, Any]:
+    from vocadapt.train import train_embeddings
+
+    r = plan.recipe
+    eval_text = next(iter(r.heldout.values()))
+    return _scalars(_engine_run(s, lambda resume: train_embeddings(
+        s.payload["model"], r.corpus, s.dest, s.payload["config"], eval_text=eval_text, resume=resume)))
 
 
 def _propagate(s: Stage, plan: Plan) -> dict[str, Any]:
@@ -114,8 +125,8 @@ def _calibrate(s: Stage, plan: Plan) -> dict[str, Any]:
     from vocadapt.propagate import calibrate
 
     p = s.payload
-    report = calibrate(p["model"], s.dest, p["config"], instructions=p["instructions"], copy_text=p["copy_text"], overwrite=True)
-    return report.as_dict() if hasattr(report, "as_dict") else {k: v for k, v in vars(report).items() if isinstance(v, (int, float, str))}
+    return _scalars(_engine_run(s, lambda resume: calibrate(
+        p["model"], s.dest, p["config"], instructions=p["instructions"], copy_text=p["copy_text"], resume=resume)))
 
 
 def _eval(s: Stage, plan: Plan) -> dict[str, Any]:
