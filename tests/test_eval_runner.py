@@ -107,3 +107,17 @@ def test_report_html_and_markdown_with_plots(tmp_path, eval_dir):
         in md.path.read_text()
     with pytest.raises(VocadaptError, match="nothing to report"):
         build_report([tmp_path / "rep"], tmp_path / "x.html")
+
+
+def test_max_chars_is_a_character_budget_over_leading_documents(tmp_path, tiny_dir):
+    from vocadapt.corpus import take_chars
+
+    assert take_chars(["abcd", "efgh", "ij"], 6) == ["abcd", "ef"]
+    assert take_chars(["abcd", "efgh"], None) == ["abcd", "efgh"]
+    assert take_chars(["abcd", "efgh"], 4) == ["abcd"]
+    docs = [FORTUNES[0] * 5, FORTUNES[1]]
+    cfg = EvalConfig(max_chars=50, progress=False)
+    summary = evaluate([tiny_dir], docs, ["bpb"], None, tmp_path / "ev", cfg)
+    res = json.loads((tmp_path / "ev" / "tiny-a" / "bpb.json").read_text())
+    assert res["metrics"]["n_bytes"] == len(docs[0][:50].encode("utf-8"))
+    assert summary["models"][0]["metrics"]["bits_per_byte"] > 0

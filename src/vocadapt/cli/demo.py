@@ -21,6 +21,10 @@ def _print_plan(plan) -> None:
     Console().print(table)
 
 
+_SHORT = {"chars_per_token": "chars/token", "init_s": "init s", "init_peak_gib": "init peak GiB",
+          "train_tokens_per_s": "train tok/s", "copy_sentence": "copy sent.", "copy_paragraph": "copy para."}
+
+
 def print_leaderboard(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -28,6 +32,8 @@ def print_leaderboard(summary: dict) -> None:
     from vocadapt.evaluate.runner import fmt
 
     console = Console()
+    if not console.is_terminal:  # a log file or pipe: rich's default 80 columns would fold every header
+        console = Console(width=200)
     for part, title in (("leaderboard", "leaderboard: init methods (bits per byte: lower is better)"),
                         ("instruct", "instruct model: propagation and calibration")):
         rows = summary.get(part) or []
@@ -36,7 +42,10 @@ def print_leaderboard(summary: dict) -> None:
         cols = list(dict.fromkeys(k for r in rows for k in r))
         table = Table(title=title)
         for c in cols:
-            table.add_column(c, justify="left" if c == "model" else "right")
+            # Short headers that fold rather than end in "…": an 80-column terminal (or a pipe)
+            # must still show which column is which.
+            table.add_column(_SHORT.get(c, c), justify="left" if c == "model" else "right", overflow="fold",
+                             no_wrap=c == "model")
         for r in rows:
             table.add_row(*[fmt(r.get(c)) for c in cols])
         console.print(table)

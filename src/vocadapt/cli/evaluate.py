@@ -20,6 +20,7 @@ def eval_cmd(
     data: Path = typer.Option(None, "--data", help="Folder with task files choice*.jsonl, summary*.jsonl, ..."),
     out: Path = typer.Option(..., "--out", help="Output folder for results."),
     max_docs: int = typer.Option(None, help="Use only the first N held-out documents."),
+    max_chars: int = typer.Option(None, help="Use at most N characters of held-out text (the last document cut)."),
     max_length: int = typer.Option(1024, help="Tokens per scoring window."),
     batch_size: int = typer.Option(8, help="Windows per forward pass."),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
@@ -63,7 +64,7 @@ def eval_cmd(
             "skipped %d non-UTF-8 lines of --text (first: %s)", stats.skipped_lines, stats.skipped_examples[0])
     if not texts and any(t in tasks for t in ("bpb", "copy", "speed")) and not data:
         raise VocadaptError("give held-out text with --text")
-    cfg = EvalConfig(max_length=max_length, batch_size=batch_size, dtype=dtype, max_docs=max_docs,
+    cfg = EvalConfig(max_length=max_length, batch_size=batch_size, dtype=dtype, max_docs=max_docs, max_chars=max_chars,
                      n_copy_sentences=copy_sentences, n_copy_paragraphs=copy_paragraphs, n_choice=n_choice,
                      lemmatize=lemmatize, speed_new_tokens=speed_tokens)
     summary = evaluate(model_dirs, texts, tasks.split(","), data, out, cfg, text_paths=text or [],

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vocadapt.corpus import take_chars
 from vocadapt.errors import VocadaptError, did_you_mean
 
 
@@ -32,6 +33,7 @@ class EvalConfig:
     batch_size: int = 8  # windows per forward pass
     dtype: str = "float32"
     max_docs: int | None = None  # use only the first N held-out documents (quick runs)
+    max_chars: int | None = None  # and at most N characters of them (long documents cost the same as short)
     n_copy_sentences: int = 16
     n_copy_paragraphs: int = 4
     copy_max_new_tokens: int | None = None  # cap on the copy output (default: 1.3 x reference + 8)
@@ -212,6 +214,7 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
     texts = [t for t in texts if t.strip()]
     if config.max_docs is not None:
         texts = texts[: config.max_docs]
+    texts = take_chars(texts, config.max_chars)
     inp = TaskInput(texts=texts, data_dir=Path(data_dir) if data_dir else None, config=config)
     # Validate task data before loading any model: a bad file should fail in a second, not after
     # an hour of scoring.
