@@ -121,3 +121,12 @@ def test_max_chars_is_a_character_budget_over_leading_documents(tmp_path, tiny_d
     res = json.loads((tmp_path / "ev" / "tiny-a" / "bpb.json").read_text())
     assert res["metrics"]["n_bytes"] == len(docs[0][:50].encode("utf-8"))
     assert summary["models"][0]["metrics"]["bits_per_byte"] > 0
+
+
+def test_copy_match_metric_says_whether_the_text_was_copied():
+    from vocadapt.evaluate.copy_task import char_match, sentence_score
+
+    ref = "Не спи на рельсах, простудишься."
+    wrong = "не не не не не не не не не не не"  # the right length, the wrong words
+    assert sentence_score(len(wrong), len(ref)) > 0.9  # DaruCopy's length score cannot tell
+    assert char_match(wrong, ref) < 0.3 and char_match(ref, ref) == 1.0

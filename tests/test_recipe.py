@@ -218,3 +218,14 @@ def test_propagate_and_calibrate_stages(recipe_file, tmp_path, source_models):
     out = tmp_path / "out"
     assert (out / "calibrate" / "mean_conversion" / "model" / "config.json").is_file()
     assert not any(s.run for s in plan_recipe(load_recipe(path)).stages)  # all reused on a rerun
+
+
+def test_generation_tasks_run_on_the_first_heldout_text_only(recipe_file):
+    path = recipe_file(eval={"tasks": ["bpb", "copy"], "progress": False})
+    r = load_recipe(path)
+    first, second = list(r.heldout)  # in the recipe's order
+    tasks = {s.id: s.payload["tasks"] for s in plan_recipe(r).stages if s.kind == "eval"}
+    assert tasks[f"eval:{first}:mean"] == ["bpb", "copy"] and tasks[f"eval:{second}:mean"] == ["bpb"]
+    path = recipe_file(eval={"tasks": ["copy"], "progress": False})
+    ids = [s.id for s in plan_recipe(load_recipe(path)).stages if s.kind == "eval"]
+    assert f"eval:{first}:mean" in ids and not any(i.startswith(f"eval:{second}:") for i in ids)

@@ -22,7 +22,8 @@ def _print_plan(plan) -> None:
 
 
 _SHORT = {"chars_per_token": "chars/token", "init_s": "init s", "init_peak_gib": "init peak GiB",
-          "train_tokens_per_s": "train tok/s", "copy_sentence": "copy sent.", "copy_paragraph": "copy para."}
+          "train_tokens_per_s": "train tok/s", "copy_sentence": "copy sent. (length)",
+          "copy_sentence_match": "copy sent. (chars)", "copy_paragraph": "copy para."}
 
 
 def print_leaderboard(summary: dict) -> None:

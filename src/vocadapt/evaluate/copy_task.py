@@ -8,6 +8,9 @@ its new tokens back out fails here long before it fails a multiple-choice test.
 * paragraph copy: score 1 when at least 99% of the characters match, else 0. "Match" is the
   characters in common subsequence blocks (difflib) divided by the longer of the two texts, so
   dropping text and adding text both count against it.
+* ``copy_sentence_match`` / ``copy_paragraph_match``: the mean character match itself. The
+  sentence score above only compares lengths (as DaruCopy does), so an output of the right
+  length in the wrong words still scores high; the match says whether the text was copied.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def run_copy(lm, texts: list[str], *, n_sentences: int = 16, n_paragraphs: int =
         n = lm.count_tokens(ref)
         requests.append((lm.chat(prompt.format(text=ref)), GenArgs(max_new_tokens=min(int(n * 1.3) + 8, max_new_tokens or 1 << 30))))
     gens = lm.generate_until(requests)
-    samples, by_kind = [], {"sentence": [], "paragraph": []}
+    samples, by_kind, matches = [], {"sentence": [], "paragraph": []}, {"sentence": [], "paragraph": []}
     for (kind, ref), gen in zip(refs, gens):
         pred = gen.text.strip()
         if kind == "sentence":
@@ -85,8 +88,10 @@ def run_copy(lm, texts: list[str], *, n_sentences: int = 16, n_paragraphs: int =
         else:
             score = paragraph_score(pred, ref)
         by_kind[kind].append(score)
+        matches[kind].append(char_match(pred, ref))
         samples.append({"kind": kind, "reference": ref, "prediction": pred, "score": score,
-                        "char_match": char_match(pred, ref)})
+                        "char_match": matches[kind][-1]})
     metrics = {f"copy_{k}": sum(v) / len(v) for k, v in by_kind.items() if v}
+    metrics.update({f"copy_{k}_match": sum(v) / len(v) for k, v in matches.items() if v})
     metrics["n_sentences"], metrics["n_paragraphs"] = len(sentences), len(paragraphs)
     return {"metrics": metrics, "samples": samples}

@@ -61,7 +61,7 @@ def leaderboard_rows(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, A
         for t in texts:
             row[f"bpb {t}"] = bpb(m.label, t)
         metrics = res.get(f"eval:{first}:{m.label}", {}).get("metrics") or {}
-        for k in ("chars_per_token", "copy_sentence", "copy_paragraph", "score"):
+        for k in ("chars_per_token", "copy_sentence", "copy_sentence_match", "copy_paragraph", "score"):
             if k in metrics:
                 row[k] = metrics[k]
         instruct.append(row)

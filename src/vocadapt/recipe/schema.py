@@ -345,6 +345,9 @@ def validate_recipe(r: Recipe) -> list[str]:
         check(str(r.tokenizer["path"]), "tokenizer")
     if r.calibrate and r.calibrate.get("instructions"):
         check(str(r.calibrate["instructions"]), "calibrate.instructions")
-    for p in sorted(r.unresolved_assets):
-        notes.append(f"asset {p} is fetched on first use (cache: vocadapt.assets.cache_dir())")
+    if r.unresolved_assets:
+        from vocadapt.assets import cache_dir
+
+        notes.append(f"assets {', '.join(sorted(r.unresolved_assets))}: taken from {cache_dir()}, "
+                     "fetched there on first use")
     return notes
