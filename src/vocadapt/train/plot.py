@@ -20,7 +20,8 @@ def run_label(run_dir: Path) -> str:
     if method is None:
         ckpts = sorted((Path(run_dir) / "checkpoints").glob("step-*/model"))
         method = init_method(ckpts[-1]) if ckpts else None
-    return f"{method} ({Path(run_dir).name})" if method else Path(run_dir).name
+    name = Path(run_dir).name
+    return f"{method} ({name})" if method and method != name else name
 
 
 def read_log(run_dir: Path) -> list[dict]:
