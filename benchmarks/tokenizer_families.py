@@ -27,6 +27,7 @@ import argparse
 import copy
 import json
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -39,16 +40,12 @@ from vocadapt.tokenizer import _common as C
 from vocadapt.tokenizer.canonical import SPIECE_SPACE, detect_family, model_vocab
 from vocadapt.tokenizer.load import load_tokenizer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from factories import MIXED  # noqa: E402  (the round-trip probes the tests use too)
+
 LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-MIXED = [
-    "Привет, мир! Hello, world.",
-    "def f(x):\n\treturn x + 1  # вернуть 😀👍🏽 👨‍👩‍👧",
-    "  два  пробела\tи табуляция\n\n  отступ ",
-    "ёжик naïve 2024 3.14159 ΩMEGA 日本語",
-    "<|im_start|>user\nКак дела?<|im_end|>",
-]
 
 
 def _added(content: str, tid: int) -> dict:

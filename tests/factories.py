@@ -289,3 +289,14 @@ def layout_model(layout: str, path: Path, texts: list[str] | None = None) -> Pat
     tok = build(texts or corpus("en", 300) + corpus("mixed", 100, seed=1))
     n_ids = max(tok.get_vocab().values()) + 1
     return save_model(tiny_model(arch, rows(n_ids), tied=arch != "bert"), tok, path)
+
+
+# Round-trip probes for tokenizers of every family: scripts, whitespace runs, emoji sequences,
+# chat markup (also used by benchmarks/tokenizer_families.py).
+MIXED = [
+    "Привет, мир! Hello, world.",
+    "def f(x):\n\treturn x + 1  # вернуть 😀👍🏽 👨‍👩‍👧",
+    "  два  пробела\tи табуляция\n\n  отступ ",
+    "ёжик naïve 2024 3.14159 ΩMEGA 日本語",
+    "<|im_start|>user\nКак дела?<|im_end|>",
+]

@@ -7,19 +7,12 @@ SmolLM2's from its GGUF. Small corpus slices keep each to a few seconds of train
 from __future__ import annotations
 
 import pytest
+from factories import MIXED
 
 from vocadapt.tokenizer import ExtendConfig, extend_tokenizer
 from vocadapt.tokenizer.load import load_tokenizer
 
 pytestmark = pytest.mark.real
-
-MIXED = [
-    "Привет, мир! Hello, world.",
-    "def f(x):\n\treturn x + 1  # вернуть 😀👍🏽 👨‍👩‍👧",
-    "  два  пробела\tи табуляция\n\n  отступ ",
-    "ёжик naïve 2024 3.14159 ΩMEGA 日本語",
-    "<|im_start|>user\nКак дела?<|im_end|>",
-]
 
 
 @pytest.mark.parametrize("which", ["qwen", "smollm2"])
