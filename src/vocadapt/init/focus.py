@@ -127,7 +127,7 @@ def focus_plan(ctx: InitContext, config: FocusConfig) -> FocusPlan:
 @register("focus", config=FocusConfig, paper="Dobler & de Melo 2023, FOCUS (EMNLP)", extras=("vectors",))
 def focus_init(ctx: InitContext, source: torch.Tensor, config: FocusConfig) -> Rows:
     """Sparsemax-weighted mix of overlapping tokens, similarity from target-corpus fastText (FOCUS)."""
-    from vocadapt.init._similarity import sparse_combine
+    from vocadapt.init._similarity import plan_rows
 
     plan: FocusPlan = ctx.cached("focus/plan", lambda: focus_plan(ctx, config))
-    return Rows(sparse_combine(source, plan.index, plan.weights), plan.ok.clone())
+    return plan_rows(source, plan.index, plan.weights, plan.ok)
