@@ -55,7 +55,6 @@ class FocusPlan:
 
 def aux_token_vectors(ctx: InitContext, config: FocusConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(target_vocab x dim) auxiliary vectors and a mask of the target ids that have one."""
-    from vocadapt.tokenizer.canonical import vocab_size
     from vocadapt.vectors.io import load_vectors
     from vocadapt.vectors.train import token_key, train_token_vectors
 
@@ -75,7 +74,7 @@ def aux_token_vectors(ctx: InitContext, config: FocusConfig) -> tuple[torch.Tens
     key_to_id: dict[str, int] = {}
     for piece, tid in ctx.target_tokenizer.get_vocab().items():
         key_to_id.setdefault(token_key(piece), tid)
-    n = vocab_size(ctx.target_tokenizer)
+    n = ctx.alignment.target_size  # the target's vocab_size
     out = torch.zeros(n, wv.dim)
     has = torch.zeros(n, dtype=torch.bool)
     rows, ids = [], []

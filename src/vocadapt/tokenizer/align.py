@@ -34,7 +34,6 @@ from vocadapt.tokenizer.canonical import (
     render,
     special_ids,
     tokenizer_json,
-    vocab_size,
 )
 
 SPECIAL_ROLES = ("bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token")
@@ -246,7 +245,7 @@ def align_vocabularies(
     """Align two HF fast tokenizers; see :class:`Alignment`."""
     src_tokens = canonical_vocab(source)
     tgt_tokens = canonical_vocab(target)
-    n_src, n_tgt = vocab_size(source), vocab_size(target)
+    n_src, n_tgt = len(src_tokens), len(tgt_tokens)  # vocab_size of each, without another get_vocab
     copy_from = np.full(n_tgt, -1, dtype=np.int64)
     how = [""] * n_tgt
 
@@ -263,9 +262,8 @@ def align_vocabularies(
     src_vocab = source.get_vocab()
     tgt_specials = special_ids(target)
     src_specials = special_ids(source)
-    inv_tgt = {v: k for k, v in target.get_vocab().items()}
     for tid in tgt_specials:
-        content = inv_tgt.get(tid)
+        content = target.convert_ids_to_tokens(tid) if tid < n_tgt else None
         sid = src_vocab.get(content) if content is not None else None
         if sid is not None and sid in src_specials:
             copy_from[tid], how[tid] = sid, "special"

@@ -299,26 +299,33 @@ def _from_keyed(kv: Any, p: Path, limit: int | None) -> WordVectors:
 def _load_w2v_binary(p: Path, limit: int | None) -> WordVectors:
     """word2vec binary format read with NumPy (faster than gensim's per-word parser).
 
-    The format is ``"N D\n"`` then, per word, ``word + b" " + D float32 [+ b"\n"]``.
+    The format is ``"N D\n"`` then, per word, ``word + b" " + D float32 [+ b"\n"]``. Finding
+    where each word starts is sequential (vector bytes may hold any value), so one Python loop
+    records the offsets; the vectors are then gathered in one NumPy operation.
     """
     data = p.read_bytes()
     eol = data.index(b"\n")
     n, dim = (int(x) for x in data[:eol].split())
     n = min(n, limit) if limit is not None else n
     width = 4 * dim
-    words: list[str] = []
-    matrix = np.empty((n, dim), dtype=np.float32)
+    names: list[bytes] = []
+    offsets = np.empty(n, dtype=np.int64)
+    find = data.index
     pos = eol + 1
     for i in range(n):
         while data[pos] in (0x0A, 0x20):  # the optional newline after each vector
             pos += 1
-        space = data.index(b" ", pos)
-        words.append(data[pos:space].decode("utf-8", "replace"))
-        if space + 1 + width > len(data):
-            raise VocadaptError(f"{p}: truncated word2vec file at word {i + 1} of {n}")
-        matrix[i] = np.frombuffer(data, dtype="<f4", count=dim, offset=space + 1)
-        pos = space + 1 + width
-    return WordVectors(words, matrix, None, str(p))
+        space = find(b" ", pos)
+        names.append(data[pos:space])
+        offsets[i] = pos = space + 1
+        pos += width
+    if n and offsets[-1] + width > len(data):
+        bad = int(np.searchsorted(offsets + width > len(data), True))
+        raise VocadaptError(f"{p}: truncated word2vec file at word {bad + 1} of {n}")
+    raw = np.lib.stride_tricks.sliding_window_view(np.frombuffer(data, dtype=np.uint8), width) if n else None
+    matrix = raw[offsets].view("<f4").astype(np.float32, copy=False) if n else np.zeros((0, dim), np.float32)
+    words = [w.decode("utf-8", "replace") for w in names]
+    return WordVectors(words, matrix.reshape(n, dim), None, str(p))
 
 
 def _load_w2v(binary: bool, no_header: bool = False):
