@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -186,6 +185,7 @@ def word_incidence(
     (:func:`token_vectors_from_words`) and HyperOFA's hypernetwork reads as a sequence.
     """
     from scipy import sparse
+    from tokenizers import Encoding
 
     from vocadapt.progress import bar
 
@@ -212,9 +212,11 @@ def word_incidence(
         else:  # the two spellings of word_variants, built in one pass
             texts = [v for w in chunk for v in (w, " " + w)]
             owner = np.repeat(np.arange(s, s + len(chunk), dtype=np.int64), 2)
-        ids_per_text = [e.ids for e in encode(texts, add_special_tokens=False)]
-        lens = np.fromiter(map(len, ids_per_text), dtype=np.int64, count=len(ids_per_text))
-        rows_list.append(np.fromiter(chain.from_iterable(ids_per_text), dtype=np.int64, count=int(lens.sum())))
+        encs = encode(texts, add_special_tokens=False)
+        lens = np.fromiter(map(len, encs), dtype=np.int64, count=len(encs))
+        # one merged Encoding: its ids come back as one list, not half a million small ones
+        ids = Encoding.merge(encs, growing_offsets=False).ids if encs else []
+        rows_list.append(np.asarray(ids, dtype=np.int64))
         cols_list.append(np.repeat(owner, lens))
     progress.close()
     tok = np.concatenate(rows_list) if rows_list else np.zeros(0, np.int64)
