@@ -188,17 +188,22 @@ def _load_fasttext(p: Path, limit: int | None) -> WordVectors:
     return WordVectors(words, matrix, np.asarray(freqs[: len(words)], dtype=np.float64), str(p), model)
 
 
-def _fnv1a(data: bytes) -> int:
-    """fastText's 32-bit FNV-1a, bytes taken as *signed* chars (its ``uint32_t(int8_t(c))``)."""
-    h = 2166136261
-    for b in data:
-        h = ((h ^ (b | 0xFFFFFF00 if b & 0x80 else b)) * 16777619) & 0xFFFFFFFF
+def _fnv1a(grams: list[bytes]) -> np.ndarray:
+    """fastText's 32-bit FNV-1a of each byte string, bytes taken as *signed* chars (its
+    ``uint32_t(int8_t(c))``), vectorized over the strings one byte position at a time."""
+    lengths = np.fromiter(map(len, grams), dtype=np.int64, count=len(grams))
+    width = int(lengths.max()) if len(grams) else 0
+    padded = np.frombuffer(b"".join(g.ljust(width, b"\0") for g in grams), dtype=np.int8).reshape(len(grams), width)
+    h = np.full(len(grams), 2166136261, dtype=np.uint32)
+    for j in range(width):
+        live = lengths > j
+        h[live] = (h[live] ^ padded[live, j].astype(np.int32).astype(np.uint32)) * np.uint32(16777619)
     return h
 
 
-def _char_ngram_hashes(word: bytes, minn: int, maxn: int, bucket: int) -> list[int]:
-    """fastText's ``computeSubwords`` of ``<word>``: bucket ids of its character n-grams (UTF-8
-    characters, n in [minn, maxn], no single-character n-gram at either end), in its order."""
+def _char_ngrams(word: bytes, minn: int, maxn: int) -> list[bytes]:
+    """fastText's ``computeSubwords`` of ``<word>``: its character n-grams (UTF-8 characters,
+    n in [minn, maxn], no single-character n-gram at either end), in its order."""
     w = b"<" + word + b">"
     out = []
     for i in range(len(w)):
@@ -210,7 +215,7 @@ def _char_ngram_hashes(word: bytes, minn: int, maxn: int, bucket: int) -> list[i
             while j < len(w) and w[j] & 0xC0 == 0x80:
                 j += 1
             if n >= minn and not (n == 1 and (i == 0 or j == len(w))):
-                out.append(_fnv1a(w[i:j]) % bucket)
+                out.append(w[i:j])
             n += 1
     return out
 
@@ -236,7 +241,7 @@ def _read_fasttext_words(p: Path, limit: int | None) -> tuple[list[str], np.ndar
         magic, version = struct.unpack_from("<ii", head, 0)
         dim, _ws, _epoch, _min_count, _neg, _word_ngrams, _loss, _kind, bucket, minn, maxn, _lr_rate = struct.unpack_from("<12i", head, 8)
         size, nwords, nlabels, _ntokens, prune_size = struct.unpack_from("<iiiqq", head, 64)
-    if magic != FASTTEXT_MAGIC or version != 12 or prune_size != -1 or nlabels != 0 or size != nwords:
+    if magic != FASTTEXT_MAGIC or version != 12 or prune_size != -1 or nlabels != 0 or size != nwords or (maxn and not bucket):
         return None
     data = np.memmap(p, dtype=np.uint8, mode="r")
     span = 64 * size + 4096  # the dictionary's bytes: grown until every entry fits
@@ -267,12 +272,19 @@ def _read_fasttext_words(p: Path, limit: int | None) -> tuple[list[str], np.ndar
     ids = {w: i for i, w in enumerate(raw_words)}
     n_keep = size if limit is None else min(size, limit)
     words = [w.decode("utf-8", "replace") for w in raw_words[:n_keep]]
-    rows: list[list[int]] = []
+    own: list[int | None] = []
+    grams: list[list[bytes]] = []
     for w in words:
         key = w.encode("utf-8")  # what get_word_vector(w) looks up
-        i = ids.get(key)
-        grams = [] if key == b"</s>" else _char_ngram_hashes(key, minn, maxn, bucket)
-        rows.append(([i] if i is not None else []) + [nwords + h for h in grams])
+        own.append(ids.get(key))
+        grams.append([] if key == b"</s>" else _char_ngrams(key, minn, maxn))
+    flat = [g for gs in grams for g in gs]
+    buckets = (_fnv1a(flat) % np.uint32(bucket)).astype(np.int64) + nwords if flat else np.zeros(0, np.int64)
+    rows: list[list[int]] = []
+    at = 0
+    for i, gs in zip(own, grams):
+        rows.append(([i] if i is not None else []) + buckets[at : at + len(gs)].tolist())
+        at += len(gs)
     out = np.zeros((n_keep, dim), dtype=np.float32)
     width = max((len(r) for r in rows), default=0)
     index = np.full((n_keep, width), -1, dtype=np.int64)
