@@ -207,6 +207,11 @@ def bpb(model_dir: Path, docs: int, threads: int) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
+def load() -> str:
+    """The 1-minute load average now (how busy the 2 cores were around a measurement)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def fmt_s(x):
     return "> timeout" if x is None else f"{x:.1f} s"
 
@@ -230,6 +235,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=300)
     ap.add_argument("--no-original", dest="original", action="store_false", help="skip scoring SmolLM2 with its own tokenizer")
     ap.add_argument("--no-fallback-mean", dest="fallback_mean", action="store_false", help="skip the quality row of ours with --fallback mean")
+    ap.add_argument("--no-quality", dest="quality", action="store_false", help="focus/wechsel: speed rows only (no SmolLM2 quality runs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--surgeon-k", type=int, default=64, help="tokensurgeon's OMP atoms per token (its default 64; cost grows with k)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds before a run is stopped")
@@ -266,18 +272,18 @@ def main() -> None:
         if pair in ("focus", "wechsel"):
             ref_name = {"focus": "deepfocus", "wechsel": "wechsel"}[pair]
             res = {}
-            for side, python in (("ours", sys.executable), ("ref", args.peers_python)):
+            for side, python in (("ours", sys.executable), ("ref", args.peers_python)) if args.quality else ():
                 out = work / f"q-{pair}-{side}"
                 m = run_pair_side(python, side, pair, smol, qtok, inputs[qv], out, args, save=True)
                 b = None
                 if m["seconds"] is not None:
                     b = bpb(model_with_matrix(smol, qtok, Path(str(out) + ".npy"), work / f"model-{pair}-{side}"), args.docs, args.threads)
                 res[side] = (m, b)
-            if args.fallback_mean:  # our option for the rows the paper leaves to noise
+            if args.fallback_mean and args.quality:  # our option for the rows the paper leaves to noise
                 out = work / f"q-{pair}-ours-meanfb"
                 m = run_pair_side(sys.executable, "ours:mean", pair, smol, qtok, inputs[qv], out, args, save=True)
                 res["ours:mean"] = (m, bpb(model_with_matrix(smol, qtok, Path(str(out) + ".npy"), work / f"model-{pair}-ours-meanfb"), args.docs, args.threads))
-            (mr, br) = res["ref"]
+            (mr, br) = res.get("ref", (None, None))
             for side in [s for s in res if s != "ref"]:
                 mo, bo = res[side]
                 speed = f"{mr['seconds'] / mo['seconds']:.1f}x" if mr["seconds"] and mo["seconds"] else ""
@@ -287,7 +293,8 @@ def main() -> None:
                 mo = run_pair_side(sys.executable, "ours", pair, synth, toks[v], inputs[v], work / f"s-{pair}-ours-{v}", args, save=False)
                 mr = run_pair_side(args.peers_python, "ref", pair, synth, toks[v], inputs[v], work / f"s-{pair}-ref-{v}", args, save=False)
                 speed = f"{mr['seconds'] / mo['seconds']:.1f}x" if mr["seconds"] and mo["seconds"] else (f"> {args.timeout / mo['seconds']:.0f}x" if mo["seconds"] else "")
-                log(f"| {pair} vs {ref_name} | {v:,} | {args.hidden} | {fmt_s(mo['seconds'])} | {fmt_s(mr['seconds'])} | {speed} | {fmt_mb(mo['peak_rss_mb'])} | {fmt_mb(mr['peak_rss_mb'])} | {fmt_cpu(mo)} | {fmt_cpu(mr)} |", rows)
+                cpu_speed = f"{mr['cpu_seconds'] / mo['cpu_seconds']:.1f}x" if mr.get("cpu_seconds") and mo.get("cpu_seconds") else ""
+                log(f"| {pair} vs {ref_name} | {v:,} | {args.hidden} | {fmt_s(mo['seconds'])} | {fmt_s(mr['seconds'])} | {speed} | {fmt_mb(mo['peak_rss_mb'])} | {fmt_mb(mr['peak_rss_mb'])} | {fmt_cpu(mo)} | {fmt_cpu(mr)} | {cpu_speed} | {load()} |", rows)
         elif pair == "regression":
             from vocadapt.init.registry import get_method
 
@@ -324,8 +331,8 @@ def main() -> None:
     print("\n".join(quality))
     if rows:
         print(f"\nSpeed: synthetic Llama (d = {args.hidden}, SmolLM2's 49,152-token tokenizer) -> Russian BPE")
-        print("| pair | target vocabulary | d | time ours | time reference | speed-up | peak RSS ours | peak RSS reference | CPU ours | CPU reference |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| pair | target vocabulary | d | time ours | time reference | speed-up | peak RSS ours | peak RSS reference | CPU ours | CPU reference | CPU speed-up | load after |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
 
 

@@ -83,8 +83,9 @@ def method_matrix(side: str, method: str, src_tok, tgt_tok, emb, inp: dict, full
 
             return _assemble(emb, ctx, rows, ctx.alignment.target_size, "fallback/input", fallback)[0].numpy()
         out = np.full((len(ctx.alignment.copy_from), emb.shape[1]), np.nan, dtype=np.float32)
-        new = ctx.new_ids[rows.ok.numpy()]
-        out[new] = rows.values.numpy()[rows.ok.numpy()]
+        pos = rows.positions.numpy()  # rows may cover only the tokens with a signal
+        good = rows.ok.numpy()[pos]
+        out[ctx.new_ids[pos[good]]] = rows.values.numpy()[good]
         return out
     if method == "focus":
         from deepfocus import FOCUS

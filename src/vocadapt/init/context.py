@@ -9,7 +9,7 @@ computed for the input embedding and reused for the untied head).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,17 +27,38 @@ BAG_ELEMENTS = 1 << 24  # source values converted to float32 at a time by weight
 class Rows:
     """A method's answer for ``ctx.new_ids``.
 
-    ``values``: (n_new, d) float32, row i for target id ``ctx.new_ids[i]``.
+    ``values``: (m, d) float32; row i is for target id ``ctx.new_ids[where[i]]``, or for
+    ``ctx.new_ids[i]`` when ``where`` is None (then m = n_new).
     ``ok``: (n_new,) bool; rows with ``ok[i] == False`` had no signal and get the seeded random
-    fallback from the framework (and are counted as such in the provenance file).
+    fallback from the framework (and are counted as such in the provenance file). A method that
+    has rows for only some new tokens returns just those (``where``, ascending): FOCUS with a
+    small auxiliary corpus computes a few thousand of 128k, and float32 rows for the others would
+    cost a vocabulary-sized matrix of memory and time for nothing.
     """
 
     values: torch.Tensor
     ok: torch.Tensor
+    where: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        if self.values.dim() != 2 or self.ok.shape != (self.values.shape[0],):
-            raise ValueError(f"Rows: values {tuple(self.values.shape)} and ok {tuple(self.ok.shape)} disagree")
+        m = self.values.shape[0] if self.values.dim() == 2 else -1
+        if self.where is None:
+            good = self.values.dim() == 2 and self.ok.shape == (m,)
+        else:
+            good = self.values.dim() == 2 and self.ok.dim() == 1 and self.where.shape == (m,)
+        if not good:
+            raise ValueError(f"Rows: values {tuple(self.values.shape)}, ok {tuple(self.ok.shape)}"
+                             f"{'' if self.where is None else f' and where {tuple(self.where.shape)}'} disagree")
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """(m,) long: the position in ``new_ids`` of each row of ``values``."""
+        return torch.arange(len(self.values)) if self.where is None else self.where.long()
+
+    @classmethod
+    def subset(cls, values: torch.Tensor, ok: torch.Tensor) -> Rows:
+        """Rows for the new tokens marked in ``ok`` (n_new,), ``values`` one row per True, in order."""
+        return cls(values, ok.clone(), torch.nonzero(ok).flatten())
 
 
 @dataclass
@@ -110,7 +131,30 @@ def random_rows(
     ``stats``: the (mean, std) of :func:`column_stats`, when the caller already has them.
     """
     mean, std = stats if stats is not None else column_stats(source)
-    return torch.randn(n, source.shape[1], generator=generator) * std + mean
+    return torch.cat([b for _, b in random_row_blocks(n, mean, std, generator)]) if n else torch.zeros(0, source.shape[1])
+
+
+def random_row_blocks(
+    n: int, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator, block: int = BLOCK_ROWS
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``torch.randn(n, d, generator=generator) * std + mean``, the same values, as (start, rows)
+    blocks of ``block`` rows, so that 100k fallback rows never need a second vocabulary-sized matrix.
+
+    Identical to the one-call draw: torch's CPU ``randn`` on a contiguous float32 tensor of at
+    least 16 values draws one uniform per value in order and transforms them 16 at a time
+    (Box-Muller), redrawing the last 16 when the size is not a multiple of 16. Blocks of a
+    multiple of 16 values (``block`` a multiple of 16 rows) consume the stream exactly as the
+    whole does, and the last block takes the remainder (never fewer than ``block`` rows), so it
+    repeats the whole's tail rule. ``test_random_row_blocks_match_one_draw`` holds this to torch.
+    """
+    if block % 16:
+        raise ValueError(f"block must be a multiple of 16 rows, not {block}")
+    d = mean.shape[0]
+    start = 0
+    while start < n:
+        size = n - start if n - start < 2 * block else block
+        yield start, torch.randn(size, d, generator=generator).mul_(std).add_(mean)
+        start += size
 
 
 def weighted_row_sums(

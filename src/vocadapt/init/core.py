@@ -19,7 +19,9 @@ from typing import Any
 import torch
 
 from vocadapt.errors import VocadaptError
-from vocadapt.init.context import BLOCK_ROWS, InitContext, Rows, column_stats, combine_rows, finite_rows, random_rows
+from vocadapt.init.context import (
+    BLOCK_ROWS, InitContext, Rows, column_stats, combine_rows, finite_rows, random_row_blocks,
+)
 from vocadapt.init.registry import get_method
 from vocadapt.io.atomic import atomic_dir
 from vocadapt.io.checkpoint import Checkpoint, resolve_model_dir, write_checkpoint
@@ -82,16 +84,36 @@ def _assemble(
 
     Rows without signal get ``fallback``: "random" (seeded N(mean, std), as the papers do) or
     "mean" (the FVT mean of the token's decomposition where it has one, random otherwise).
+    Every row is written straight into the output in blocks, in the source dtype: no float32
+    matrix of all new rows (a second vocabulary-sized matrix at 128k) is ever built.
     """
     a = ctx.alignment
     new_ids = torch.as_tensor(a.new_ids, dtype=torch.long)
-    if rows.values.shape != (len(new_ids), source.shape[1]):
-        raise RuntimeError(f"method returned {tuple(rows.values.shape)} rows, expected {(len(new_ids), source.shape[1])}")
-    values = rows.values.float()
+    n_new, d = len(new_ids), source.shape[1]
+    where = rows.positions
+    if rows.ok.shape != (n_new,) or rows.values.shape[1:] != (d,) or (rows.where is None and len(rows.values) != n_new):
+        raise RuntimeError(
+            f"method returned {tuple(rows.values.shape)} rows and {tuple(rows.ok.shape)} flags, expected {(n_new, d)}"
+        )
     ok = rows.ok.clone()
-    # A method may produce a non-finite row on degenerate input; treat it as "no signal".
-    for start in range(0, len(ok), BLOCK_ROWS):
-        ok[start : start + BLOCK_ROWS] &= finite_rows(values[start : start + BLOCK_ROWS])
+    if rows.where is not None:
+        has_row = torch.zeros(n_new, dtype=torch.bool)
+        has_row[where] = True
+        if bool((ok & ~has_row).any()):
+            raise RuntimeError("method marked new tokens ok that it returned no row for")
+    values = rows.values.float()
+    out = torch.empty(n_rows, d, dtype=source.dtype)
+    copied = torch.as_tensor(a.copied_ids, dtype=torch.long)
+    copied_from = torch.as_tensor(a.copy_from[a.copied_ids], dtype=torch.long)
+    # Scatter in blocks: a whole-vocabulary gather would double the matrix in memory.
+    for start in range(0, len(copied), BLOCK_ROWS):
+        out[copied[start : start + BLOCK_ROWS]] = source[copied_from[start : start + BLOCK_ROWS]]
+    for start in range(0, len(values), BLOCK_ROWS):
+        block = values[start : start + BLOCK_ROWS]
+        at = where[start : start + BLOCK_ROWS]
+        # A method may produce a non-finite row on degenerate input; treat it as "no signal".
+        ok[at] &= finite_rows(block)
+        out[new_ids[at]] = block.to(source.dtype)  # rows that are not ok are overwritten below
     # Fallback and padding both need the source's column statistics: one pass over the matrix.
     source_stats = functools.cache(lambda: column_stats(source))
     missing = torch.nonzero(~ok).flatten()
@@ -99,20 +121,14 @@ def _assemble(
     if fallback == "mean" and len(missing):
         decompositions = ctx.decompositions
         mean_rows = combine_rows(source, [decompositions[int(i)] for i in missing])
-        values[missing[mean_rows.ok]] = mean_rows.values[mean_rows.ok]
+        out[new_ids[missing[mean_rows.ok]]] = mean_rows.values[mean_rows.ok].to(source.dtype)
         n_mean = int(mean_rows.ok.sum())
         missing = missing[~mean_rows.ok]
     n_fallback = len(missing)
     if n_fallback:
-        values[missing] = random_rows(source, n_fallback, ctx.generator(fallback_salt), source_stats())
-    out = torch.empty(n_rows, source.shape[1], dtype=source.dtype)
-    copied = torch.as_tensor(a.copied_ids, dtype=torch.long)
-    copied_from = torch.as_tensor(a.copy_from[a.copied_ids], dtype=torch.long)
-    # Scatter in blocks: a whole-vocabulary gather would double the matrix in memory.
-    for start in range(0, len(copied), BLOCK_ROWS):
-        out[copied[start : start + BLOCK_ROWS]] = source[copied_from[start : start + BLOCK_ROWS]]
-    for start in range(0, len(new_ids), BLOCK_ROWS):
-        out[new_ids[start : start + BLOCK_ROWS]] = values[start : start + BLOCK_ROWS].to(source.dtype)
+        mean, std = source_stats()
+        for start, block in random_row_blocks(n_fallback, mean, std, ctx.generator(fallback_salt)):
+            out[new_ids[missing[start : start + len(block)]]] = block.to(source.dtype)
     if n_rows > a.target_size:  # padding rows: never produced by the tokenizer; mean keeps them harmless
         mean, _ = source_stats()
         out[a.target_size :] = mean.to(source.dtype)

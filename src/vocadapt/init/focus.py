@@ -55,7 +55,6 @@ class FocusPlan:
 
 def aux_token_vectors(ctx: InitContext, config: FocusConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(target_vocab x dim) auxiliary vectors and a mask of the target ids that have one."""
-    from vocadapt.tokenizer.canonical import vocab_size
     from vocadapt.vectors.io import load_vectors
     from vocadapt.vectors.train import token_key, train_token_vectors
 
@@ -75,7 +74,7 @@ def aux_token_vectors(ctx: InitContext, config: FocusConfig) -> tuple[torch.Tens
     key_to_id: dict[str, int] = {}
     for piece, tid in ctx.target_tokenizer.get_vocab().items():
         key_to_id.setdefault(token_key(piece), tid)
-    n = vocab_size(ctx.target_tokenizer)
+    n = ctx.alignment.target_size  # the target's vocab_size
     out = torch.zeros(n, wv.dim)
     has = torch.zeros(n, dtype=torch.bool)
     rows, ids = [], []
@@ -127,7 +126,7 @@ def focus_plan(ctx: InitContext, config: FocusConfig) -> FocusPlan:
 @register("focus", config=FocusConfig, paper="Dobler & de Melo 2023, FOCUS (EMNLP)", extras=("vectors",))
 def focus_init(ctx: InitContext, source: torch.Tensor, config: FocusConfig) -> Rows:
     """Sparsemax-weighted mix of overlapping tokens, similarity from target-corpus fastText (FOCUS)."""
-    from vocadapt.init._similarity import sparse_combine
+    from vocadapt.init._similarity import plan_rows
 
     plan: FocusPlan = ctx.cached("focus/plan", lambda: focus_plan(ctx, config))
-    return Rows(sparse_combine(source, plan.index, plan.weights), plan.ok.clone())
+    return plan_rows(source, plan.index, plan.weights, plan.ok)

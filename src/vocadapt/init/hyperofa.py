@@ -120,8 +120,6 @@ def hyperofa_init(ctx: InitContext, source: torch.Tensor, config: HyperOfaConfig
         )
     sets, ok = ctx.cached(f"hyperofa/sets/{hn.path}", lambda: _target_sets(ctx, config, hn))
     new = np.asarray(ctx.new_ids, dtype=np.int64)
-    values = torch.zeros(len(new), source.shape[1])
-    if ok.any():
-        values[torch.from_numpy(ok)] = hn.predict(sets, new[ok], ctx.matrix, seed=ctx.seed)
+    values = hn.predict(sets, new[ok], ctx.matrix, seed=ctx.seed) if ok.any() else torch.zeros(0, source.shape[1])
     log.info("hyperofa: %s: %d of %d new tokens predicted", ctx.matrix, int(ok.sum()), len(new))
-    return Rows(values, torch.from_numpy(ok))
+    return Rows.subset(values, torch.from_numpy(ok))

@@ -116,11 +116,11 @@ def ofa_plan(ctx: InitContext, config: OfaConfig) -> SimilarityPlan:
 @register("ofa", config=OfaConfig, paper="Liu, Lin, Ma, Schütze 2024, OFA (NAACL Findings)", extras=("vectors",))
 def ofa_init(ctx: InitContext, source: torch.Tensor, config: OfaConfig) -> Rows:
     """Top-k softmax mix in SVD coordinate space, similarities from multilingual word vectors (OFA)."""
-    from vocadapt.init._similarity import sparse_combine
+    from vocadapt.init._similarity import plan_rows, sparse_combine
 
     plan: SimilarityPlan = ctx.cached("ofa/plan", lambda: ofa_plan(ctx, config))
     if config.rank == "full":
-        return Rows(sparse_combine(source, plan.index, plan.weights), plan.ok.clone())
+        return plan_rows(source, plan.index, plan.weights, plan.ok)
     from vocadapt.progress import step
 
     step(f"ofa: factorizing the {ctx.matrix} embedding ({source.shape[0]} x {source.shape[1]}) at rank {config.rank}")

@@ -138,7 +138,7 @@ def wechsel_plan(ctx: InitContext, config: WechselConfig) -> SimilarityPlan:
 @register("wechsel", config=WechselConfig, paper="Minixhofer, Paischer & Rekabsaz 2022, WECHSEL (NAACL)", extras=("vectors",))
 def wechsel_init(ctx: InitContext, source: torch.Tensor, config: WechselConfig) -> Rows:
     """Top-k softmax mix of nearest source tokens in Procrustes-aligned word-vector spaces (WECHSEL)."""
-    from vocadapt.init._similarity import sparse_combine
+    from vocadapt.init._similarity import plan_rows
 
     plan: SimilarityPlan = ctx.cached("wechsel/plan", lambda: wechsel_plan(ctx, config))
-    return Rows(sparse_combine(source, plan.index, plan.weights), plan.ok.clone())
+    return plan_rows(source, plan.index, plan.weights, plan.ok)

@@ -6,7 +6,9 @@ Three things every init method needs, computed once here:
   tokens match by content first, then by role (bos/eos/pad/unk/...); ordinary tokens by their
   :class:`~vocadapt.tokenizer.canonical.CanonicalToken`; an explicit ``vocab_mapping.json``
   written by ``vocadapt tokenizer extend/optimize`` overrides both.
-* **decomposition** — for each new token, the source ids its text encodes to. The token is
+* **decomposition** — for each new token, the source ids its text encodes to, computed on first
+  use (FOCUS, WECHSEL and OFA never read them unless a fallback does; at 128k target tokens
+  re-encoding every new token is seconds of work they would pay for nothing). The token is
   decoded to text and re-encoded with the *source* tokenizer stripped of everything that would
   add pieces the token does not contain: no special tokens, no prepended ``▁``, no ByteLevel
   prefix space. (Re-encoding the raw vocabulary string instead is a known bug of several
@@ -32,7 +34,6 @@ from vocadapt.tokenizer.canonical import (
     render,
     special_ids,
     tokenizer_json,
-    vocab_size,
 )
 
 SPECIAL_ROLES = ("bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token")
@@ -44,7 +45,9 @@ class Alignment:
     """How a target vocabulary relates to a source vocabulary.
 
     ``copy_from[t]`` is the source id target id ``t`` copies, or -1 for a new token;
-    ``decompositions[t]`` lists source ids for new tokens (empty: no signal, use the fallback);
+    ``decompositions[t]`` lists source ids for new tokens (empty: no signal, use the fallback),
+    computed from ``decompose_with`` (the source tokenizer) the first time it is read, or
+    empty when aligned with ``decompose=False``;
     ``how[t]`` says why a row is copied ("special", "role", "canonical", "mapping").
     """
 
@@ -52,9 +55,26 @@ class Alignment:
     target_size: int
     copy_from: np.ndarray  # (target_size,) int64
     how: list[str]
-    decompositions: dict[int, list[int]] = field(default_factory=dict)
     target_tokens: list[CanonicalToken | None] = field(default_factory=list)
     target_specials: set[int] = field(default_factory=set)
+    decompose_with: Any = field(default=None, repr=False)  # source tokenizer; None: no decompositions
+    _decompositions: dict[int, list[int]] | None = field(default=None, repr=False)
+
+    @property
+    def decompositions(self) -> dict[int, list[int]]:
+        if self._decompositions is None:
+            self._decompositions = {}
+            if self.decompose_with is not None:
+                new = [int(t) for t in self.new_ids if self.target_tokens[t] is not None]
+                encoder = RawEncoder(self.decompose_with)
+                for tid, ids in zip(new, encoder.encode_many([self.target_tokens[t] for t in new])):
+                    self._decompositions[tid] = ids
+        return self._decompositions
+
+    @property
+    def decomposed(self) -> bool:
+        """Whether the decompositions have been computed (read) yet."""
+        return self._decompositions is not None
 
     @property
     def new_ids(self) -> np.ndarray:
@@ -69,7 +89,8 @@ class Alignment:
         for h in set(self.how) - {""}:
             counts[f"copied_by_{h}"] = self.how.count(h)
         counts["new"] = int((self.copy_from < 0).sum())
-        counts["new_with_decomposition"] = sum(1 for t in self.new_ids if self.decompositions.get(int(t)))
+        if self.decomposed or self.decompose_with is None:  # never computed only to be counted
+            counts["new_with_decomposition"] = sum(1 for t in self.new_ids if self.decompositions.get(int(t)))
         return counts
 
 
@@ -224,7 +245,7 @@ def align_vocabularies(
     """Align two HF fast tokenizers; see :class:`Alignment`."""
     src_tokens = canonical_vocab(source)
     tgt_tokens = canonical_vocab(target)
-    n_src, n_tgt = vocab_size(source), vocab_size(target)
+    n_src, n_tgt = len(src_tokens), len(tgt_tokens)  # vocab_size of each, without another get_vocab
     copy_from = np.full(n_tgt, -1, dtype=np.int64)
     how = [""] * n_tgt
 
@@ -241,9 +262,8 @@ def align_vocabularies(
     src_vocab = source.get_vocab()
     tgt_specials = special_ids(target)
     src_specials = special_ids(source)
-    inv_tgt = {v: k for k, v in target.get_vocab().items()}
     for tid in tgt_specials:
-        content = inv_tgt.get(tid)
+        content = target.convert_ids_to_tokens(tid) if tid < n_tgt else None
         sid = src_vocab.get(content) if content is not None else None
         if sid is not None and sid in src_specials:
             copy_from[tid], how[tid] = sid, "special"
@@ -257,10 +277,7 @@ def align_vocabularies(
             if 0 <= tid < n_tgt and 0 <= sid < n_src:
                 copy_from[tid], how[tid] = sid, "mapping"
 
-    alignment = Alignment(n_src, n_tgt, copy_from, how, target_tokens=tgt_tokens, target_specials=tgt_specials)
-    if decompose:
-        new = [int(t) for t in alignment.new_ids if tgt_tokens[t] is not None]
-        encoder = RawEncoder(source)
-        for tid, ids in zip(new, encoder.encode_many([tgt_tokens[t] for t in new])):
-            alignment.decompositions[tid] = ids
-    return alignment
+    return Alignment(
+        n_src, n_tgt, copy_from, how, target_tokens=tgt_tokens, target_specials=tgt_specials,
+        decompose_with=source if decompose else None,
+    )

@@ -213,10 +213,11 @@ def vocab_size(tokenizer: Any) -> int:
     return (max(vocab.values()) + 1) if vocab else 0
 
 
-def special_ids(tokenizer: Any) -> set[int]:
-    """Ids of special tokens (added tokens marked special, and the HF wrapper's named ones)."""
+def special_ids(tokenizer: Any, spec: dict[str, Any] | None = None) -> set[int]:
+    """Ids of special tokens (added tokens marked special, and the HF wrapper's named ones).
+    ``spec``: the tokenizer's :func:`tokenizer_json` when the caller already has it."""
     ids: set[int] = set()
-    spec = tokenizer_json(tokenizer)
+    spec = tokenizer_json(tokenizer) if spec is None else spec
     for t in spec.get("added_tokens", []):
         if t.get("special"):
             ids.add(int(t["id"]))
@@ -231,10 +232,12 @@ def canonical_vocab(tokenizer: Any) -> list[CanonicalToken | None]:
 
     ``tokenizer`` is an HF fast tokenizer, a ``tokenizers.Tokenizer`` or a ``tokenizer.json`` dict.
     """
-    family = detect_family(tokenizer)
-    out: list[CanonicalToken | None] = [None] * vocab_size(tokenizer)
-    specials = special_ids(tokenizer)
-    for piece, tid in get_vocab(tokenizer).items():
+    spec = tokenizer_json(tokenizer)  # serialized and parsed once, not per helper
+    family = detect_family(spec)
+    vocab = get_vocab(tokenizer)
+    out: list[CanonicalToken | None] = [None] * ((max(vocab.values()) + 1) if vocab else 0)
+    specials = special_ids(tokenizer, spec)
+    for piece, tid in vocab.items():
         # Byte-fallback pieces are bytes even where a tokenizer marks them special.
         if tid not in specials or (family.byte_fallback and _BYTE_FALLBACK.match(piece)):
             out[tid] = canonical_token(piece, family)

@@ -39,7 +39,8 @@ class WordVectors:
     matrix: np.ndarray
     counts: np.ndarray | None = None
     source: str = ""
-    fasttext_model: Any = None  # a fastText model when loaded from a .bin: vectors for any string
+    _model: Any = field(default=None, repr=False)  # a loaded fastText model (see ``fasttext_model``)
+    fasttext_path: str | None = field(default=None, repr=False)  # a fastText .bin, loaded on first use
     _index: dict[str, int] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -73,8 +74,19 @@ class WordVectors:
         return None if i is None else self.matrix[i]
 
     @property
+    def fasttext_model(self) -> Any:
+        """The fastText model when loaded from a ``.bin`` (vectors for any string), else None.
+        Loaded on first use: the word vectors themselves do not need it."""
+        if self._model is None and self.fasttext_path is not None:
+            import fasttext
+
+            fasttext.FastText.eprint = lambda *a, **k: None  # silence its deprecation chatter
+            self._model = fasttext.load_model(self.fasttext_path)
+        return self._model
+
+    @property
     def has_subword_info(self) -> bool:
-        return self.fasttext_model is not None
+        return self._model is not None or self.fasttext_path is not None
 
     def languages(self) -> dict[str, int]:
         """Count of keys per language prefix ('' for keys without one)."""
@@ -162,6 +174,10 @@ def load_vectors(path: str | Path, *, lang: str | None = None, limit: int | None
 
 
 def _load_fasttext(p: Path, limit: int | None) -> WordVectors:
+    fast = _read_fasttext_words(p, limit)
+    if fast is not None:
+        words, matrix, counts = fast
+        return WordVectors(words, matrix, counts, str(p), fasttext_path=str(p))
     import fasttext
 
     fasttext.FastText.eprint = lambda *a, **k: None  # silence its deprecation chatter
@@ -170,6 +186,117 @@ def _load_fasttext(p: Path, limit: int | None) -> WordVectors:
     words = list(words)[:limit]
     matrix = np.stack([model.get_word_vector(w) for w in words]).astype(np.float32) if words else np.zeros((0, model.get_dimension()), np.float32)
     return WordVectors(words, matrix, np.asarray(freqs[: len(words)], dtype=np.float64), str(p), model)
+
+
+def _fnv1a(grams: list[bytes]) -> np.ndarray:
+    """fastText's 32-bit FNV-1a of each byte string, bytes taken as *signed* chars (its
+    ``uint32_t(int8_t(c))``), vectorized over the strings one byte position at a time."""
+    lengths = np.fromiter(map(len, grams), dtype=np.int64, count=len(grams))
+    width = int(lengths.max()) if len(grams) else 0
+    padded = np.frombuffer(b"".join(g.ljust(width, b"\0") for g in grams), dtype=np.int8).reshape(len(grams), width)
+    h = np.full(len(grams), 2166136261, dtype=np.uint32)
+    for j in range(width):
+        live = lengths > j
+        h[live] = (h[live] ^ padded[live, j].astype(np.int32).astype(np.uint32)) * np.uint32(16777619)
+    return h
+
+
+def _char_ngrams(word: bytes, minn: int, maxn: int) -> list[bytes]:
+    """fastText's ``computeSubwords`` of ``<word>``: its character n-grams (UTF-8 characters,
+    n in [minn, maxn], no single-character n-gram at either end), in its order."""
+    w = b"<" + word + b">"
+    out = []
+    for i in range(len(w)):
+        if w[i] & 0xC0 == 0x80:
+            continue
+        j, n = i, 1
+        while j < len(w) and n <= maxn:
+            j += 1
+            while j < len(w) and w[j] & 0xC0 == 0x80:
+                j += 1
+            if n >= minn and not (n == 1 and (i == 0 or j == len(w))):
+                out.append(w[i:j])
+            n += 1
+    return out
+
+
+def _read_fasttext_words(p: Path, limit: int | None) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """Words, counts and word vectors of a fastText ``.bin``, read without loading the model.
+
+    fastText's ``load_model`` reads the whole input matrix (2M n-gram buckets x dim: 800 MB at
+    dim 100) to use a few rows of it: a word's vector is the mean of its own row and its
+    n-grams' bucket rows. Here the file is memory-mapped and only those rows are read, and the
+    vector is summed in fastText's order, in float32, and scaled by float32(1 / rows), so it is
+    bit for bit what ``model.get_word_vector(word)`` returns (words are decoded with
+    ``errors="replace"`` as ``get_words`` does, and a decoded word that is no longer a
+    dictionary word gets fastText's out-of-vocabulary vector, as it would there too). Returns
+    None for what this reader does not handle (other versions, quantized or pruned models):
+    then the fastText library loads the file. The model itself is loaded only if something asks
+    for ``fasttext_model`` (vectors of arbitrary strings).
+    """
+    with open(p, "rb") as fh:
+        head = fh.read(92)
+        if len(head) < 92:
+            return None
+        magic, version = struct.unpack_from("<ii", head, 0)
+        dim, _ws, _epoch, _min_count, _neg, _word_ngrams, _loss, _kind, bucket, minn, maxn, _lr_rate = struct.unpack_from("<12i", head, 8)
+        size, nwords, nlabels, _ntokens, prune_size = struct.unpack_from("<iiiqq", head, 64)
+    if magic != FASTTEXT_MAGIC or version != 12 or prune_size != -1 or nlabels != 0 or size != nwords or (maxn and not bucket):
+        return None
+    data = np.memmap(p, dtype=np.uint8, mode="r")
+    span = 64 * size + 4096  # the dictionary's bytes: grown until every entry fits
+    while True:
+        blob = bytes(data[92 : 92 + span])
+        raw_words, counts = [], np.empty(size, dtype=np.int64)
+        pos = 0
+        try:
+            for i in range(size):  # entry: word bytes, NUL, int64 count, int8 type
+                end = blob.index(b"\0", pos)
+                if end + 27 > len(blob):  # count, type, then quant flag and matrix shape must fit
+                    raise ValueError
+                raw_words.append(blob[pos:end])
+                counts[i] = int.from_bytes(blob[end + 1 : end + 9], "little", signed=True)
+                pos = end + 10
+            break
+        except ValueError:
+            if 92 + span >= len(data):
+                return None
+            span *= 2
+    if blob[pos]:  # a quantized input matrix
+        return None
+    m, n = struct.unpack_from("<qq", blob, pos + 1)
+    pos += 92 + 17
+    if n != dim or m != nwords + bucket or pos + 4 * m * n > len(data):
+        return None
+    matrix = np.ndarray((m, n), dtype="<f4", buffer=data, offset=pos)
+    ids = {w: i for i, w in enumerate(raw_words)}
+    n_keep = size if limit is None else min(size, limit)
+    words = [w.decode("utf-8", "replace") for w in raw_words[:n_keep]]
+    own: list[int | None] = []
+    grams: list[list[bytes]] = []
+    for w in words:
+        key = w.encode("utf-8")  # what get_word_vector(w) looks up
+        own.append(ids.get(key))
+        grams.append([] if key == b"</s>" else _char_ngrams(key, minn, maxn))
+    flat = [g for gs in grams for g in gs]
+    buckets = (_fnv1a(flat) % np.uint32(bucket)).astype(np.int64) + nwords if flat else np.zeros(0, np.int64)
+    rows: list[list[int]] = []
+    at = 0
+    for i, gs in zip(own, grams):
+        rows.append(([i] if i is not None else []) + buckets[at : at + len(gs)].tolist())
+        at += len(gs)
+    out = np.zeros((n_keep, dim), dtype=np.float32)
+    width = max((len(r) for r in rows), default=0)
+    index = np.full((n_keep, width), -1, dtype=np.int64)
+    for k, r in enumerate(rows):
+        index[k, : len(r)] = r
+    for j in range(width):  # one n-gram position at a time: each word's sum in fastText's order
+        has = np.flatnonzero(index[:, j] >= 0)
+        out[has] += matrix[index[has, j]]
+    lengths = (index >= 0).sum(1)
+    scale = np.where(lengths > 0, (1.0 / np.maximum(lengths, 1)).astype(np.float32), np.float32(1))
+    out *= scale[:, None].astype(np.float32)
+    return words, out, counts[:n_keep].astype(np.float64)
 
 
 def _from_keyed(kv: Any, p: Path, limit: int | None) -> WordVectors:
@@ -184,26 +311,33 @@ def _from_keyed(kv: Any, p: Path, limit: int | None) -> WordVectors:
 def _load_w2v_binary(p: Path, limit: int | None) -> WordVectors:
     """word2vec binary format read with NumPy (faster than gensim's per-word parser).
 
-    The format is ``"N D\n"`` then, per word, ``word + b" " + D float32 [+ b"\n"]``.
+    The format is ``"N D\n"`` then, per word, ``word + b" " + D float32 [+ b"\n"]``. Finding
+    where each word starts is sequential (vector bytes may hold any value), so one Python loop
+    records the offsets; the vectors are then gathered in one NumPy operation.
     """
     data = p.read_bytes()
     eol = data.index(b"\n")
     n, dim = (int(x) for x in data[:eol].split())
     n = min(n, limit) if limit is not None else n
     width = 4 * dim
-    words: list[str] = []
-    matrix = np.empty((n, dim), dtype=np.float32)
+    names: list[bytes] = []
+    offsets = np.empty(n, dtype=np.int64)
+    find = data.index
     pos = eol + 1
     for i in range(n):
         while data[pos] in (0x0A, 0x20):  # the optional newline after each vector
             pos += 1
-        space = data.index(b" ", pos)
-        words.append(data[pos:space].decode("utf-8", "replace"))
-        if space + 1 + width > len(data):
-            raise VocadaptError(f"{p}: truncated word2vec file at word {i + 1} of {n}")
-        matrix[i] = np.frombuffer(data, dtype="<f4", count=dim, offset=space + 1)
-        pos = space + 1 + width
-    return WordVectors(words, matrix, None, str(p))
+        space = find(b" ", pos)
+        names.append(data[pos:space])
+        offsets[i] = pos = space + 1
+        pos += width
+    if n and offsets[-1] + width > len(data):
+        bad = int(np.searchsorted(offsets + width > len(data), True))
+        raise VocadaptError(f"{p}: truncated word2vec file at word {bad + 1} of {n}")
+    raw = np.lib.stride_tricks.sliding_window_view(np.frombuffer(data, dtype=np.uint8), width) if n else None
+    matrix = raw[offsets].view("<f4").astype(np.float32, copy=False) if n else np.zeros((0, dim), np.float32)
+    words = [w.decode("utf-8", "replace") for w in names]
+    return WordVectors(words, matrix.reshape(n, dim), None, str(p))
 
 
 def _load_w2v(binary: bool, no_header: bool = False):
