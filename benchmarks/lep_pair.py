@@ -50,7 +50,8 @@ def measure(job) -> dict:
     from vocadapt.propagate import twin as tw
 
     label, path, out, heldout_txt, args, prompts = job
-    torch.set_num_threads(1)
+    if args["eval_jobs"] > 1:  # one core per parallel worker
+        torch.set_num_threads(1)
     cfg = EvalConfig(max_docs=args["max_docs"], max_chars=args["max_chars"], n_copy_sentences=args["copy_sentences"],
                      n_copy_paragraphs=args["copy_paragraphs"], progress=False)
     summary = evaluate([path], read_texts([heldout_txt]), ["bpb", "copy"], None, out, cfg, text_paths=[heldout_txt])
