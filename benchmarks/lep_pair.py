@@ -13,7 +13,7 @@ Chain (every stage cached under --workdir, so a rerun only redoes what is missin
 6. measure   held-out bits per byte (first --max-docs documents / --max-chars characters), copy-task
              scores, the twin's marker rate on unseen prompts, and one chat sample per model
 
-    PYTHONPATH=src python benchmarks/lep_pair.py [--workdir /tmp/vocadapt-lep] [--train-steps 30]
+    PYTHONPATH=src python benchmarks/lep_pair.py [--workdir /tmp/vocadapt-lep] [--train-steps 150]
 
 Writes ``results.json`` and ``results.md`` into the workdir and prints the table.
 """
@@ -98,10 +98,10 @@ def main() -> None:
     ru = assets.russian_text()
     train_txt, heldout_txt = ru / "train.txt", ru / "heldout.txt"
     texts = read_texts([train_txt])
-    half = len(texts) // 2  # twin data from the first half, self-calibration prompts from the second
 
     t0 = time.perf_counter()
-    twin = tw.make_twin(base, texts[:half])
+    twin = assets.smollm2_twin()  # the demo's twin: built once per machine
+    seen = [json.loads(line)["messages"][0]["content"] for line in (twin / "twin.jsonl").read_text(encoding="utf-8").splitlines()]
     drift_file = twin / "drift.json"
     drift = json.loads(drift_file.read_text()) if drift_file.is_file() else tw.embedding_drift(base, twin)
     print(f"twin: {twin} ({time.perf_counter() - t0:.0f} s); embedding drift from the base: {drift}", flush=True)
@@ -137,7 +137,7 @@ def main() -> None:
     def build_selfcal(p: Path) -> None:
         p.mkdir(parents=True, exist_ok=True)
         lm = HFLM.from_dir(twin)
-        docs = tw._docs(texts[half:])[: args.self_calibration]
+        docs = [d for d in tw._docs(texts) if not any(d in q for q in seen)][: args.self_calibration]  # unseen by the twin
         prompts = [tw.TRAIN_TEMPLATES[i % len(tw.TRAIN_TEMPLATES)].format(text=d) for i, d in enumerate(docs)]
         gens = lm.generate_until([(lm.chat(q), GenArgs(max_new_tokens=32)) for q in prompts])
         rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": g.text.strip()}]}
