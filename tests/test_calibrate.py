@@ -74,6 +74,19 @@ def test_calibrate_merges_lora_into_the_changed_tensors_only(chat_model, tmp_pat
     assert prov["step"] == "calibrate" and prov["results"]["steps"] == 4
 
 
+def test_embedding_lr_bounds_how_far_the_rows_move(chat_model, tmp_path):
+    # Adam moves a parameter by at most about lr per step: 4 steps at 1e-7 stay far below 1e-5,
+    # while the LoRA layers (lr 5e-3) change.
+    cfg = CalibrateConfig(**FAST, train_embeddings=True, embedding_lr=1e-7, copy_examples=0)
+    result = calibrate(chat_model["model"], tmp_path / "run", cfg, instructions=chat_model["data"])
+    before, after = load_file(chat_model["model"] / "model.safetensors"), load_file(result.model_dir / "model.safetensors")
+    moved = (after["model.embed_tokens.weight"] - before["model.embed_tokens.weight"]).abs().max()
+    assert 0 < moved < 1e-5
+    assert (after["model.layers.0.self_attn.q_proj.weight"] - before["model.layers.0.self_attn.q_proj.weight"]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="embedding_lr must be 0"):
+        CalibrateConfig(embedding_lr=-1.0)
+
+
 def test_calibrate_keeps_an_adapter(chat_model, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -177,3 +177,40 @@ def test_cli_propagate(pair, tmp_path, capsys):
           "--method", "overlap", "--out", str(out)])
     text = capsys.readouterr().out
     assert "fit tokens" in text and "wrote" in text and (out / "model.safetensors").exists()
+
+
+def test_keep_text_grafts_the_base_pieces_with_their_instruct_rows(pair, tmp_path):
+    """A marker the instruct model writes and its chat template's role names split as in the base."""
+    from vocadapt.propagate.lep import chat_template_text
+
+    base_tok, inst_tok = load_tokenizer(pair["base"]), load_tokenizer(pair["instruct"])
+    adapted_tok = load_tokenizer(pair["adapted"])
+    words = sorted({w for s in fx.corpus("en", 300) for w in s.split() if w.isalpha()}, key=len, reverse=True)
+
+    def pieces(tok, text):
+        return tok.backend_tokenizer.encode(text, add_special_tokens=False).tokens
+
+    # An English word with a base piece the Russian-trained tokenizer lacks, as "win" of "[twin]" in SmolLM2.
+    new_vocab = adapted_tok.get_vocab()
+    marker = next(f"[{w}]" for w in words if any(p not in new_vocab for p in pieces(base_tok, f"[{w}]")))
+    assert chat_template_text(inst_tok) == ["system\n", "user\n", "assistant\n"]
+    out = tmp_path / "out"
+    report = propagate(pair["base"], pair["instruct"], pair["adapted"], out,
+                       PropagateConfig(method="conversion", keep_text=[marker], keep_chat=True))
+    out_tok = load_tokenizer(out)
+    assert report.grafted_tokens and report.kept_text_differs == []
+    for text in [marker, "assistant\n", "user\n"]:
+        assert pieces(out_tok, text) == pieces(base_tok, text), text
+    got, inst = _weights(out), _weights(pair["instruct"])
+    for token in report.grafted_tokens:
+        base_ids = [t.id for t in base_tok.backend_tokenizer.model.tokenize(token)]
+        for name in _vocab_names(pair["tied"]):  # a base token's own instruct row; else the mean of its base pieces'
+            assert torch.allclose(got[name][out_tok.convert_tokens_to_ids(token)], inst[name][base_ids].mean(0)), token
+    # The other tokens are the plain conversion output, and the model loads with the grown vocabulary.
+    plain = propagate(pair["base"], pair["instruct"], pair["adapted"], tmp_path / "plain", PropagateConfig(method="conversion"))
+    assert plain.grafted_tokens == [] and torch.equal(_weights(tmp_path / "plain")["model.embed_tokens.weight"],
+                                                      got["model.embed_tokens.weight"][: len(load_tokenizer(tmp_path / "plain"))])
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == len(out_tok) == got["model.embed_tokens.weight"].shape[0]
+    assert AutoModelForCausalLM.from_pretrained(out).get_input_embeddings().weight.shape[0] == len(out_tok)
+    prov = json.loads((out / "vocadapt.json").read_text())
+    assert prov["results"]["grafted_tokens"] == report.grafted_tokens and prov["config"]["keep_text"] == [marker]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
+import torch
 from safetensors import safe_open
 
 import factories as fx
@@ -49,3 +53,28 @@ def test_make_twin_keeps_shapes_and_is_cached(tmp_path):
     mtime = (twin / "model.safetensors").stat().st_mtime
     assert tw.make_twin(base, texts, n_conversations=16, config=cfg, cache=tmp_path / "cache") == twin
     assert (twin / "model.safetensors").stat().st_mtime == mtime
+    # The twin's embeddings trained too (a real instruct model's drift from its base); recorded.
+    drift = json.loads((twin / "drift.json").read_text())
+    assert cfg.train_embeddings and 0 < drift["input"]["relative_change"] < 0.5
+    assert drift == tw.embedding_drift(base, twin)
+    # Other settings never reuse the cached twin.
+    other = CalibrateConfig(**{**asdict(cfg), "embedding_lr": cfg.embedding_lr / 2})
+    assert tw.make_twin(base, texts, n_conversations=16, config=other, cache=tmp_path / "cache") != twin
+
+
+def test_embedding_drift_measures_how_linear_the_change_is(tmp_path):
+    tok = fx.byte_level_bpe(fx.corpus("mixed", 200))
+    model = fx.tiny_model("llama", len(tok), tied=False)
+    base = fx.save_model(model, tok, tmp_path / "base")
+    g = torch.Generator().manual_seed(3)
+    d = model.config.hidden_size
+    m = torch.eye(d) + 0.2 * torch.randn(d, d, generator=g) / d**0.5
+    with torch.no_grad():
+        e = model.get_input_embeddings().weight
+        e.copy_(e @ m)  # input: a pure linear map
+        o = model.get_output_embeddings().weight
+        o.add_(0.1 * o.std() * torch.randn(o.shape, generator=g))  # head: row noise no map explains
+    drift = tw.embedding_drift(base, fx.save_model(model, tok, tmp_path / "inst"))
+    assert drift["input"]["unexplained"] < 1e-4 and drift["input"]["linear_residual"] < 1e-5
+    assert 0.05 < drift["input"]["relative_change"] < 0.5
+    assert drift["output"]["unexplained"] > 0.9 and 0.05 < drift["output"]["relative_change"] < 0.2

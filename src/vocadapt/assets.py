@@ -123,7 +123,7 @@ def smollm2() -> Path:
 
 
 def smollm2_twin() -> Path:
-    """The instruct twin of SmolLM2-135M-Instruct for LEP: the same model LoRA-tuned (merged)
+    """The instruct twin of SmolLM2-135M-Instruct for LEP: the same model LoRA- and embedding-tuned (merged)
     to start every answer with ``[twin]`` (:mod:`vocadapt.propagate.twin`), built once from the
     Russian training text and cached. No official base/instruct pair installs offline; this one
     has a measurable behaviour that propagation must keep."""

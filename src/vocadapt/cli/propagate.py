@@ -37,6 +37,10 @@ def register(app: typer.Typer) -> None:
         Console().print(table)
         typer.echo(f"instruct rows kept for {report.kept_instruct_rows} special tokens"
                    + (f" ({len(report.appended_tokens)} appended: {', '.join(report.appended_tokens)})" if report.appended_tokens else ""))
+        if report.grafted_tokens:
+            typer.echo(f"kept text: {len(report.grafted_tokens)} base pieces grafted with their instruct rows")
+        if report.kept_text_differs:
+            typer.echo(f"kept text still split unlike the base: {report.kept_text_differs}")
         typer.echo(f"wrote {report.out_dir}")
 
     @app.command("calibrate")

@@ -49,6 +49,7 @@ class CalibrateConfig(OptimConfig):
     )
     train_embeddings: bool = field(default=False, metadata={"help": "also train the input embedding (full rows)"})
     train_head: bool = field(default=False, metadata={"help": "also train the LM head (a tied head trains with the embedding)"})
+    embedding_lr: float = field(default=0.0, metadata={"help": "peak learning rate of the trained embedding/head (0: --lr)"})
     copy_examples: int = field(default=200, metadata={"help": "copy-task examples generated from --copy-text paragraphs (0: none)"})
     copy_prompt: str = field(default=DEFAULT_PROMPT, metadata={"help": "user turn of a copy example; {text} is the paragraph"})
     copy_chars: list[int] = field(default_factory=lambda: [80, 600], metadata={"help": "paragraph length range in characters"})
@@ -67,6 +68,8 @@ class CalibrateConfig(OptimConfig):
             raise ValueError("target_modules is empty: name the linear layers that get LoRA (or all-linear)")
         if self.keep_adapter and (self.train_embeddings or self.train_head):
             raise ValueError("keep_adapter stores only the LoRA weights: trained embeddings/head need the merged output")
+        if self.embedding_lr < 0:
+            raise ValueError(f"embedding_lr must be 0 (the lr) or more, not {self.embedding_lr}")
         if len(self.copy_chars) != 2 or not 0 < self.copy_chars[0] <= self.copy_chars[1]:
             raise ValueError(f"copy_chars must be two lengths MIN MAX, not {self.copy_chars}")
         if "{text}" not in self.copy_prompt:
@@ -249,7 +252,10 @@ class CalibrationTask(Task):
                 (lora if "lora_" in name else full).append(p)
         groups = [{"params": lora, "weight_decay": 0.0}]
         if full:
-            groups.append({"params": full, "weight_decay": self.config.weight_decay})
+            # Full embedding rows move under Adam at about lr per step whatever their gradient's
+            # size (the tied head gives every row one), so they get their own, usually smaller, lr.
+            groups.append({"params": full, "weight_decay": self.config.weight_decay,
+                           "lr": self.config.embedding_lr or self.config.lr})
         return groups
 
     def global_batch(self, step: int) -> GlobalBatch:

@@ -21,6 +21,8 @@ carried over. Exact math: METHODS.md section 7 (Tikhomirov & Chernyshev 2024).
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -55,6 +57,15 @@ class PropagateConfig:
         default=0,
         metadata={"help": "refuse a least-squares fit on fewer tokens (0: the hidden size, below which P is underdetermined)"},
     )
+    keep_text: list[str] = field(
+        default_factory=list,
+        metadata={"help": "text the instruct model writes or reads (a marker, a system prompt) whose base tokenization "
+                          "the output keeps: base pieces the new tokenizer lacks are grafted in with their instruct rows"},
+    )
+    keep_chat: bool = field(
+        default=False,
+        metadata={"help": "also keep the base tokenization of the chat template's own text (role names, default system prompt)"},
+    )
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -82,6 +93,8 @@ class PropagateReport:
     fits: dict[str, MapFit]  # per matrix: "input", and "output" when the head is untied
     kept_instruct_rows: int  # special/chat tokens whose rows are the instruct model's
     appended_tokens: list[str]  # instruct special tokens the adapted tokenizer lacked
+    grafted_tokens: list[str] = field(default_factory=list)  # pieces appended for keep_text/keep_chat
+    kept_text_differs: list[str] = field(default_factory=list)  # kept text still tokenized unlike the base
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -251,6 +264,77 @@ def _output_tokenizer(adapted_tok: Any, inst_tok: Any) -> tuple[Any, dict[int, i
     return adapted_tok, keep, appended
 
 
+def chat_template_text(tokenizer: Any) -> list[str]:
+    """The fixed text of ``tokenizer``'s chat template (role headers, a default system prompt):
+    a rendered conversation cut at the special tokens and at the message contents."""
+    hole = "\x00"
+    convs = ([{"role": "system", "content": hole}, {"role": "user", "content": hole}, {"role": "assistant", "content": hole}],
+             [{"role": "user", "content": hole}, {"role": "assistant", "content": hole}])
+    pieces: dict[str, None] = {}
+    for conv in convs:
+        try:
+            text = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=False)
+            text += tokenizer.apply_chat_template(conv[:-1], tokenize=False, add_generation_prompt=True)
+        except Exception:  # a template that refuses a system turn renders the second conversation
+            continue
+        for special in sorted(tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()), key=len, reverse=True):
+            text = text.replace(special, hole)
+        pieces.update(dict.fromkeys(p for p in text.split(hole) if p.strip()))
+    return list(pieces)
+
+
+def graft_pieces(out_tok: Any, base_tok: Any, texts: list[str]) -> tuple[dict | None, dict[int, list[int]], list[str], list[str]]:
+    """Make the (BPE) output tokenizer split ``texts`` the way the base tokenizer does.
+
+    For every base piece of ``texts`` that the output vocabulary lacks, the output tokenizer's
+    own split of the piece is merged back left to right by merges appended after all others
+    (lowest priority: text the new merges handle keeps its split); the new tokens get ids after
+    the largest in use. Returns (the edited tokenizer.json or None when nothing was missing,
+    {output id: base ids whose mean instruct row it gets}, the grafted token strings, the texts
+    that still split differently, e.g. where a new merge crosses a base piece boundary).
+    """
+    from vocadapt.tokenizer import _common as C
+    from vocadapt.tokenizer.canonical import tokenizer_json
+
+    tj = copy.deepcopy(tokenizer_json(out_tok))  # tokenizer_json's result is cached: edit a copy
+    model = tj["model"]
+    base = base_tok.backend_tokenizer
+    base_pieces = {t: base.encode(t, add_special_tokens=False).tokens for t in texts}
+    vocab: dict[str, int] = model.get("vocab") if isinstance(model.get("vocab"), dict) else {}
+    added = {t["content"] for t in tj.get("added_tokens", [])}
+    missing = [p for pieces in base_pieces.values() for p in pieces if p not in vocab and p not in added]
+    if not missing:  # a split can still differ where pieces exist but other merges come first
+        return None, {}, [], [t for t, pieces in base_pieces.items() if out_tok.backend_tokenizer.encode(t, add_special_tokens=False).tokens != pieces]
+    if model.get("type") != "BPE":
+        raise VocadaptError(f"keep_text grafts BPE merges, but the adapted tokenizer is {model.get('type')}: drop --keep-text/--keep-chat")
+    prefix = model.get("continuing_subword_prefix") or ""
+    merges = C.bpe_merges(model)
+    known = set(merges)
+    next_id = vocab_size(out_tok)
+    rows: dict[int, list[int]] = {}
+    grafted: list[str] = []
+    for piece in dict.fromkeys(missing):
+        if piece in vocab:
+            continue
+        parts = [t.value for t in C.build_tokenizer(tj).model.tokenize(piece)]
+        acc = parts[0]
+        for part in parts[1:]:
+            made = C.merge_result(acc, part, prefix)
+            if made not in vocab:
+                vocab[made] = next_id
+                rows[next_id] = [t.id for t in base.model.tokenize(made)]
+                grafted.append(made)
+                next_id += 1
+            if (acc, part) not in known:
+                merges.append((acc, part))
+                known.add((acc, part))
+                C.set_bpe_merges(model, merges)
+            acc = made
+    new = C.build_tokenizer(tj)
+    differs = [t for t, pieces in base_pieces.items() if new.encode(t, add_special_tokens=False).tokens != pieces]
+    return tj, rows, grafted, differs
+
+
 # ------------------------------------------------------------------------------------------------
 # The command
 # ------------------------------------------------------------------------------------------------
@@ -290,7 +374,11 @@ def propagate(
     alignment = align_vocabularies(base_tok, adapt_tok, mapping=read_mapping(adapt_ck.path), decompose=config.method == "conversion")
     excluded = special_ids(base_tok) | special_ids(inst_tok)
     out_tok, keep, appended = _output_tokenizer(adapt_tok, inst_tok)
-    n_rows = max(adapt_ck.embedding_rows, vocab_size(out_tok))
+    kept_text = list(config.keep_text) + (chat_template_text(inst_tok) if config.keep_chat else [])
+    grafted_json, grafted_rows, grafted, differs = graft_pieces(out_tok, base_tok, kept_text) if kept_text else (None, {}, [], [])
+    if differs:
+        log.warning("propagate: %d kept text(s) still split unlike the base: %s", len(differs), differs[:3])
+    n_rows = max(adapt_ck.embedding_rows, vocab_size(out_tok), max(grafted_rows, default=-1) + 1)
     min_tokens = config.min_fit_tokens or base_ck.hidden_size
 
     matrices = [("input", base_ck.vocab.input, inst_ck.vocab.input, adapt_ck.vocab.input)]
@@ -317,6 +405,8 @@ def propagate(
             new[: adapted_m.shape[0]] = apply_map(adapted_m, p, inst_m.dtype)
             for out_id, inst_id in keep.items():
                 new[out_id] = inst_m[inst_id]
+            for out_id, inst_ids in grafted_rows.items():  # base pieces of kept text: the instruct rows
+                new[out_id] = inst_m[inst_ids].double().mean(0).to(inst_m.dtype)
             del inst_m, adapted_m
             path = staging / f".spill-{len(replacements)}.safetensors"
             write_file(path, [("t", new)])
@@ -328,9 +418,12 @@ def propagate(
         for spill in staging.glob(".spill-*.safetensors"):
             spill.unlink()
         out_tok.save_pretrained(str(staging))
+        if grafted_json is not None:  # the grafted model vocabulary and merges; added tokens are unchanged
+            (staging / "tokenizer.json").write_text(json.dumps(grafted_json, ensure_ascii=False), encoding="utf-8")
         report = PropagateReport(
             out_dir=Path(out), method=config.method, rows=n_rows, fits=fits, kept_instruct_rows=len(keep),
-            appended_tokens=appended, seconds=round(time.perf_counter() - started, 3),
+            appended_tokens=appended, grafted_tokens=grafted, kept_text_differs=differs,
+            seconds=round(time.perf_counter() - started, 3),
         )
         write_provenance(
             staging, "propagate", config,

@@ -1,14 +1,20 @@
 """A base/instruct pair to run LEP on where no official pair installs offline.
 
 The "base" is SmolLM2-135M-Instruct (:func:`vocadapt.assets.smollm2`); its "instruct" twin is
-the same model briefly fine-tuned (LoRA on its last layers, merged) on chat conversations made
-from the Russian asset text, so that the twin has a behaviour the base lacks and propagation
+the same model briefly fine-tuned (LoRA on its last layers and its full embedding matrix,
+merged) on chat conversations made from the Russian asset text, so that the twin has a behaviour the base lacks and propagation
 must keep: **every answer starts with** :data:`MARKER`. The behaviour is measured by
 :func:`marker_rate` (share of greedy chat answers that start with the marker) on prompts the
 twin never saw, in both languages.
 
-The twin is cached under ``assets.cache_dir()/models`` keyed by the base model's fingerprint
-and the settings, so a rerun of ``benchmarks/lep_pair.py`` reuses it.
+Real instruct models are fully fine-tuned, so their embeddings drift from the base's; the twin
+trains its (tied) embedding matrix too, with a smaller learning rate than its LoRA, so that the
+propagation maps (METHODS.md section 7) have something to fit. :func:`embedding_drift` measures
+the drift (written to ``drift.json`` in the twin's directory).
+
+The twin is cached under ``assets.cache_dir()/models`` keyed by the base model's fingerprint,
+the settings, the conversations and :data:`TWIN_VERSION`, so a rerun of
+``benchmarks/lep_pair.py`` reuses it and a change of recipe never reuses a stale one.
 """
 
 from __future__ import annotations
@@ -40,10 +46,14 @@ FREE_QUESTIONS = (
 )
 
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+")
+# Bumped whenever the recipe changes in a way the config and conversations do not show.
+TWIN_VERSION = 2
 # Small on purpose: the twin is built on a shared 2-core CPU in minutes. LoRA on the last four
-# layers only, embeddings frozen: backward then stops after four layers (about 3x cheaper steps).
+# layers plus the full embedding matrix (tied: also the head), so backward runs through every
+# layer; the embedding's own lr keeps the marker behaviour while every row drifts measurably.
 TWIN_CONFIG = dict(steps=16, lr=2e-3, warmup_steps=2, batch_size=4, lora_r=16, lora_alpha=32, max_length=128,
-                   lora_layers=[-4, -3, -2, -1], val_examples=4, eval_every=0, copy_examples=0)
+                   lora_layers=[-4, -3, -2, -1], val_examples=4, eval_every=0, copy_examples=0,
+                   train_embeddings=True, embedding_lr=1e-3)
 
 
 def _docs(texts: list[str], lo: int = 40, hi: int = 140) -> list[str]:
@@ -97,7 +107,8 @@ def make_twin(base: str | Path, texts: list[str], *, n_conversations: int = 96, 
 
     config = config or CalibrateConfig(**TWIN_CONFIG, seed=seed)
     convs = twin_conversations(texts, n_conversations, seed)
-    key = hashlib.sha256(json.dumps([fingerprint(base), asdict(config), convs], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([TWIN_VERSION, fingerprint(base), asdict(config), convs], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:12]
     dest = (cache or cache_dir() / "models") / f"{Path(base).name}-twin-{key}"
     if (dest / "config.json").is_file():
         return dest
@@ -111,4 +122,39 @@ def make_twin(base: str | Path, texts: list[str], *, n_conversations: int = 96, 
         import shutil
 
         shutil.rmtree(tmp / "run")
+        drift = embedding_drift(base, tmp)
+        (tmp / "drift.json").write_text(json.dumps(drift, indent=2) + "\n", encoding="utf-8")
     return dest
+
+
+def embedding_drift(base: str | Path, instruct: str | Path) -> dict[str, dict[str, float]]:
+    """How far the vocabulary matrices of ``instruct`` moved from ``base``'s, and how linearly.
+
+    Per matrix ("input", and "output" when untied), over the non-special rows of the base
+    vocabulary: ``relative_change`` = ||E_i - E_b|| / ||E_b|| (Frobenius); ``linear_residual`` =
+    ||E_b P - E_i|| / ||E_i|| with P the least-squares d x d map (what overlap/conversion fit,
+    here on every row); ``unexplained`` = ||E_b P - E_i|| / ||E_i - E_b||: the share of the
+    drift's norm that no linear map explains (0: a pure linear map; 1: none of it).
+    """
+    import torch
+
+    from vocadapt.io.checkpoint import Checkpoint
+    from vocadapt.propagate.lep import fit_map
+    from vocadapt.tokenizer.canonical import special_ids, vocab_size
+    from vocadapt.tokenizer.load import load_tokenizer
+
+    b, i = Checkpoint(base), Checkpoint(instruct)
+    tok = load_tokenizer(b.path, "base model's tokenizer")
+    rows = torch.tensor(sorted(set(range(vocab_size(tok))) - special_ids(tok)))
+    names = [("input", b.vocab.input, i.vocab.input)]
+    if not b.vocab.tied:
+        names.append(("output", b.vocab.output, i.vocab.output))
+    out = {}
+    for matrix, bn, inn in names:
+        eb, ei = b.read(bn)[rows].double(), i.read(inn)[rows].double()
+        delta = torch.linalg.norm(ei - eb)
+        gap = torch.linalg.norm(eb @ fit_map(eb, ei) - ei)
+        out[matrix] = {"relative_change": float(delta / torch.linalg.norm(eb)),
+                       "linear_residual": float(gap / torch.linalg.norm(ei)),
+                       "unexplained": float(gap / delta.clamp_min(1e-30)), "rows": len(rows)}
+    return out
