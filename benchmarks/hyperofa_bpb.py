@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--warmup-steps", type=int, default=3)
     ap.add_argument("--trainable", default="new-rows", help="what the row training trains (new-rows | embeddings+head | embeddings)")
     ap.add_argument("--sample-new", type=int, default=256, help="LM stage: predicted rows outside the batch recomputed per step")
-    ap.add_argument("--max-chars", type=int, default=20000, help="held-out characters scored per model (the recipe's eval.max_chars)")
+    ap.add_argument("--max-chars", type=int, default=5000, help="held-out characters scored per model (the recipe's eval.max_chars)")
     ap.add_argument("--fallback", default="mean", help="fallback of the inits (the recipe's)")
     args = ap.parse_args()
 
