@@ -252,7 +252,7 @@ def test_learned_pieces_as_init_entries(recipe_file, tmp_path, source_models, ta
     assert rows["regression"]["bpb ru"] > 0 and rows["hyperofa"]["bpb ru"] > 0
     out = tmp_path / "out" / "models"
     record = json.loads((out / "regression" / "vocadapt.json").read_text())
-    assert record["results"]["method_stats"]["input"]["features"].startswith("helper input embedding")
+    assert record["results"]["method_stats"]["regression"]["input"]["features"].startswith("helper input embedding")
     vocab = load_tokenizer(target_tokenizers["byte_level"]).get_vocab()
     assert load_tokenizer(out / "regression").get_vocab() == vocab == load_tokenizer(out / "hyperofa").get_vocab()
     assert not any(s.run for s in plan_recipe(load_recipe(path)).stages)
@@ -270,7 +270,7 @@ def test_learned_pieces_as_init_entries(recipe_file, tmp_path, source_models, ta
     # A helper with another tokenizer: refused, naming both and the fix.
     other = _tiny_helper(tmp_path / "other", target_tokenizers["sentencepiece"])
     path = recipe_file(init=[{"method": "regression", "name": "reg-other", "helper": str(other)}])
-    with pytest.raises(VocadaptError, match=r"another tokenizer than the recipe's .* vocadapt helper train") as e:
+    with pytest.raises(VocadaptError, match=r"another tokenizer than the recipe's .*`vocadapt helper train") as e:
         run_recipe(load_recipe(path), echo=lambda *_: None)
     assert len(str(e.value).splitlines()) == 1
     assert not (tmp_path / "out" / "models" / "reg-other").exists()
