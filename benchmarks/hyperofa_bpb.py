@@ -1,47 +1,149 @@
-"""Held-out bits per byte right after init (mean, hyperofa, ofa) and after N equal optimizer steps
-(hyperofa + LM stage vs mean + embedding training), SmolLM2 -> 16k Russian BPE.
+"""Equal budget: HyperOFA + its LM stage vs ``mean`` + embedding-row training (issue 8, part 3).
 
-    vocadapt tokenizer train $(ru)/train.txt --out R/tok --kind bpe --vocab-size 16000 --like $(smollm2)
-    vocadapt hypernet train $(smollm2) --vectors $(multilingual) --rank 100 --hidden 128 --max-words 32 --steps 300 --out R/hn
-    python benchmarks/hyperofa_bpb.py N R        # results accumulate in R/results.json (re-runnable)
+The question a user has: for N optimizer steps on the same tokens, which start gives the lowest
+held-out bits per byte? Four models, SmolLM2-135M with a 16k Russian BPE:
+
+  mean             FVT mean of the pieces (step 0)
+  mean+rows N      mean, then N steps of ``vocadapt train`` (``--trainable``, default new-rows)
+  hyperofa         rows predicted by the reconstruction-trained hypernetwork (step 0)
+  hyperofa+lm N    the hypernetwork trained N more steps through the frozen LLM's next-token
+                   loss (``vocadapt hypernet tune``), then the init again
+
+Both training runs read the same corpus with the same seed, ``--seq-len`` and ``--batch-size``,
+so they see the same tokens in the same order; the table prints the tokens each saw. Why
+``new-rows`` by default: the LM stage can only move the rows the hypernetwork predicts (the new
+tokens; SmolLM2's head is tied, so these rows are the head too), never the copied rows, and
+``new-rows`` trains the same rows (plus the few fallback rows) with the same loss. ``--trainable
+embeddings+head`` also lets the copied rows move: a larger parameter budget for the same steps.
+
+Inputs follow recipes/learned-inits.yaml: OUT is that recipe's run folder; this reads
+OUT/prepared/tokenizer and the reconstruction hypernetwork OUT/prepared/hn, writes the tuned
+hypernetwork to OUT/prepared/hn-lm (which the recipe's ``hyperofa-lm`` entry reads) and its own
+models under OUT/budget/. Held-out scoring is the recipe's: the first ``--max-chars`` characters
+of the fortunes held-out text, ``EvalConfig`` defaults otherwise. Results accumulate in
+OUT/budget/results.json, so a rerun does only what is missing (delete an entry to redo it).
+
+    vocadapt hypernet train $S --vectors $V --rank 100 --hidden 128 --max-words 32 --steps 300 --out OUT/prepared/hn
+    python benchmarks/hyperofa_bpb.py OUT --steps 30 --seq-len 128 --batch-size 4
 """
-import sys, time, json, logging
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
 from pathlib import Path
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-from vocadapt import assets
-from vocadapt.init import init_embeddings
-from vocadapt.corpus import read_texts
-from vocadapt.hypernet.lm import LmStageConfig, tune_hypernet
-from vocadapt.train.lm import TrainConfig, train_embeddings
-from vocadapt.evaluate.bpb import bits_per_byte, load_model
-R = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("out/hyperofa-bench"); M = str(assets.smollm2())
-V = str(assets.multilingual_vectors()); T = assets.russian_text()
-HN = R / "hn"; N = int(sys.argv[1])
-held = read_texts([T / "heldout.txt"])[:300]
-out = json.loads((R / "results.json").read_text()) if (R / "results.json").exists() else {}
-def note(k, v):
-    out[k] = v; print("RESULT", k, v, flush=True)
-    (R / "results.json").write_text(json.dumps(out, indent=1))
-def init(name, method, opts):
-    if not (R / f"init-{name}").exists():
-        t = time.time(); r = init_embeddings(M, R / "tok", R / f"init-{name}", method, options=opts)
-        note(f"init_seconds/{name}", round(time.time() - t, 1)); note(f"counts/{name}", r.counts["input"])
-def bpb(name, d):
-    if f"bpb/{name}" not in out:
-        model, tok = load_model(d)
-        t = time.time(); note(f"bpb/{name}", bits_per_byte(model, tok, held, max_length=256).bits_per_byte)
-        note(f"eval_seconds/{name}", round(time.time() - t, 1))
-init("mean", "mean", {}); bpb("mean", R / "init-mean")
-while not (HN / "model" / "hypernet.json").exists():
-    time.sleep(10)
-init("hyperofa", "hyperofa", {"hypernet": [str(HN)]}); bpb("hyperofa", R / "init-hyperofa")
-common = dict(steps=N, seq_len=128, batch_size=4, eval_every=0, lr=1e-3, warmup_steps=1, progress=False)
-if not (R / "tune" / "model").exists():
-    r = tune_hypernet(HN, R / "init-hyperofa", T / "train.txt", R / "tune", LmStageConfig(**common))
-    note("tune_train_seconds", round(r.seconds, 1)); note("tune_tokens", r.tokens)
-init(f"hyperofa-lm{N}", "hyperofa", {"hypernet": [str(R / "tune")]}); bpb(f"hyperofa+lm{N}", R / f"init-hyperofa-lm{N}")
-if not (R / "train-mean" / "model").exists():
-    r = train_embeddings(R / "init-mean", T / "train.txt", R / "train-mean", TrainConfig(trainable="embeddings+head", **common))
-    note("meantrain_seconds", round(r.tokens / r.tokens_per_s, 1)); note("meantrain_tokens", r.tokens)
-bpb(f"mean+train{N}", R / "train-mean" / "model")
-init("ofa", "ofa", {"vectors": V, "rank": "100"}); bpb("ofa", R / "init-ofa")
+
+
+def timed(fn):
+    """(result, wall seconds, CPU seconds of this process: every thread, so load does not count)."""
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, round(time.perf_counter() - w, 1), round(time.process_time() - c, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="the learned-inits recipe's run folder (holds prepared/tokenizer and prepared/hn)")
+    ap.add_argument("--steps", type=int, default=30, help="optimizer steps of each training run (the budget)")
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the row training")
+    ap.add_argument("--hn-lr", type=float, default=1e-3, help="peak learning rate of the hypernetwork in the LM stage")
+    ap.add_argument("--warmup-steps", type=int, default=3)
+    ap.add_argument("--trainable", default="new-rows", help="what the row training trains (new-rows | embeddings+head | embeddings)")
+    ap.add_argument("--sample-new", type=int, default=256, help="LM stage: predicted rows outside the batch recomputed per step")
+    ap.add_argument("--max-chars", type=int, default=5000, help="held-out characters scored per model (the recipe's eval.max_chars)")
+    ap.add_argument("--fallback", default="mean", help="fallback of the inits (the recipe's)")
+    args = ap.parse_args()
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from vocadapt import assets
+    from vocadapt.corpus import read_texts
+    from vocadapt.evaluate.runner import EvalConfig, evaluate
+    from vocadapt.hypernet.lm import LmStageConfig, tune_hypernet
+    from vocadapt.init import init_embeddings
+    from vocadapt.train import TrainConfig, train_embeddings
+
+    source, text = assets.smollm2(), assets.russian_text()
+    prepared, work = args.out / "prepared", args.out / "budget"
+    tok, hn, hn_lm = prepared / "tokenizer", prepared / "hn" / "model", prepared / "hn-lm"
+    for need in (tok, hn):
+        if not need.exists():
+            raise SystemExit(f"missing {need}: make it first (see recipes/learned-inits.yaml)")
+    work.mkdir(parents=True, exist_ok=True)
+    results_file = work / "results.json"
+    res = json.loads(results_file.read_text()) if results_file.exists() else {}
+    settings = {k: getattr(args, k) for k in ("steps", "seq_len", "batch_size", "lr", "hn_lr", "warmup_steps", "trainable",
+                                              "sample_new", "max_chars", "fallback")}
+    if res.get("settings", settings) != settings:
+        raise SystemExit(f"{results_file} holds results for other settings ({res['settings']}); use another OUT or delete it")
+    res["settings"] = settings
+
+    def note(key: str, value) -> None:
+        res[key] = value
+        results_file.write_text(json.dumps(res, indent=1) + "\n")
+        print("RESULT", key, value, flush=True)
+
+    def init(name: str, method: str, options: dict) -> Path:
+        dest = work / "models" / name
+        if f"init/{name}" not in res:
+            r, wall, cpu = timed(lambda: init_embeddings(source, tok, dest, method, options=options, fallback=args.fallback, overwrite=True))
+            note(f"init/{name}", {"wall_s": wall, "cpu_s": cpu, "counts": r.counts.get("input")})
+        return dest
+
+    held = read_texts([text / "heldout.txt"])
+    ecfg = EvalConfig(max_chars=args.max_chars, progress=False)
+
+    def score(label: str, model: Path) -> None:
+        if f"bpb/{label}" in res:
+            return
+        summary, wall, cpu = timed(lambda: evaluate([model], held, ["bpb"], None, work / "eval" / label.replace("+", "_"), ecfg,
+                                                    names=[label]))
+        m = summary["models"][0]["metrics"]
+        note(f"bpb/{label}", {"bpb": m["bits_per_byte"], "chars_per_token": m["chars_per_token"], "wall_s": wall, "cpu_s": cpu})
+
+    loop = dict(steps=args.steps, seq_len=args.seq_len, batch_size=args.batch_size, warmup_steps=args.warmup_steps,
+                eval_every=0, save_every=0, progress=False, seed=0)
+    n = args.steps
+
+    mean = init("mean", "mean", {})
+    score("mean", mean)
+    hyper = init("hyperofa", "hyperofa", {"hypernet": [str(hn)]})
+    score("hyperofa", hyper)
+
+    if "train/hyperofa+lm" not in res:  # the LM stage: only the hypernetwork learns
+        if hn_lm.exists():
+            raise SystemExit(f"{hn_lm} exists but {results_file} has no record of it: delete it to retrain")
+        r, wall, cpu = timed(lambda: tune_hypernet(hn, hyper, text / "train.txt", hn_lm,
+                                                   LmStageConfig(lr=args.hn_lr, sample_new=args.sample_new, **loop)))
+        note("train/hyperofa+lm", {"steps": r.steps, "tokens": r.tokens, "wall_s": wall, "cpu_s": cpu})
+    score(f"hyperofa+lm {n}", init("hyperofa-lm", "hyperofa", {"hypernet": [str(hn_lm / "model")]}))
+
+    rows = work / f"train-mean-{args.trainable}"
+    if "train/mean+rows" not in res:
+        if rows.exists():
+            raise SystemExit(f"{rows} exists but {results_file} has no record of it: delete it to retrain")
+        r, wall, cpu = timed(lambda: train_embeddings(mean, text / "train.txt", rows, TrainConfig(
+            lr=args.lr, trainable=args.trainable, **loop)))
+        note("train/mean+rows", {"steps": r.steps, "tokens": r.tokens, "wall_s": wall, "cpu_s": cpu})
+    score(f"mean+rows {n}", rows / "model")
+
+    load = os.getloadavg()
+    lm, tr = res["train/hyperofa+lm"], res["train/mean+rows"]
+    print(f"\nSmolLM2-135M -> 16k Russian BPE; {n} steps x {args.batch_size} x {args.seq_len} tokens; held-out: first "
+          f"{args.max_chars} characters of the fortunes; load average now {load[0]:.2f}\n")
+    print("| model | trains | steps | tokens | train wall s | train CPU s | bpb |")
+    print("|---|---|---|---|---|---|---|")
+    table = [("mean", "-", None), ("hyperofa", "-", None),
+             (f"mean+rows {n}", f"rows ({args.trainable}), lr {args.lr:g}", tr),
+             (f"hyperofa+lm {n}", f"hypernetwork, lr {args.hn_lr:g}", lm)]
+    for label, what, t in table:
+        steps, tokens, wall, cpu = (t["steps"], t["tokens"], t["wall_s"], t["cpu_s"]) if t else ("0", "-", "-", "-")
+        print(f"| {label} | {what} | {steps} | {tokens} | {wall} | {cpu} | {res[f'bpb/{label}']['bpb']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()

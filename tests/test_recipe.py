@@ -122,6 +122,9 @@ def test_only_needs_upstream(recipe_file, capsys):
         ({"evaluate": {}}, "unknown key 'evaluate'"),
         ({"init": [{"method": "focus", "aux_corpus": ["/nonexistent/aux.txt"]}]}, "aux_corpus not found"),
         ({"propagate": {"methods": ["swap"]}}, "needs 'instruct_model'"),
+        ({"init": [{"method": "mean", "helper": "/nonexistent/h"}]}, "only regression reads a helper model"),
+        ({"init": [{"method": "regression", "helper": "/nonexistent/h"}]}, "init 'regression' helper not found: /nonexistent/h"),
+        ({"init": [{"method": "hyperofa", "hypernet": ["/nonexistent/hn"]}]}, "init 'hyperofa' hypernet not found"),
     ],
 )
 def test_validate_catches_mistakes_before_any_work(recipe_file, tmp_path, change, needle, capsys):
@@ -229,3 +232,68 @@ def test_generation_tasks_run_on_the_first_heldout_text_only(recipe_file):
     path = recipe_file(eval={"tasks": ["copy"], "progress": False})
     ids = [s.id for s in plan_recipe(load_recipe(path)).stages if s.kind == "eval"]
     assert f"eval:{first}:mean" in ids and not any(i.startswith(f"eval:{second}:") for i in ids)
+
+
+def _tiny_helper(path, tokenizer_dir):
+    """A tiny random causal LM with ``tokenizer_dir`` as its tokenizer: a stand-in for `helper train`."""
+    from vocadapt.tokenizer.load import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)
+    return fx.save_model(fx.tiny_model("llama", len(tok), True, seed=3), tok, path)
+
+
+def test_learned_pieces_as_init_entries(recipe_file, tmp_path, source_models, target_tokenizers):
+    """A helper model (regression) and a saved hypernetwork (hyperofa) as init entries: both
+    run, both are fingerprinted (a changed helper reruns its init only), and a helper trained on
+    another tokenizer is refused in one line before its init writes anything."""
+    from method_options import _ofa
+
+    from vocadapt.hypernet.train import HypernetConfig, train_hypernet
+    from vocadapt.tokenizer.load import load_tokenizer
+
+    helper = _tiny_helper(tmp_path / "helper", target_tokenizers["byte_level"])
+    hn = tmp_path / "hn"
+    train_hypernet(source_models["llama-bytelevel-tied"], hn, HypernetConfig(
+        vectors=_ofa(tmp_path / "vec")["vectors"], rank="8", steps=4, hidden=8, eval_every=2, progress=False))
+    init = [{"method": "mean"}, {"method": "regression", "helper": str(helper), "ridge": "1"},
+            {"method": "hyperofa", "hypernet": [str(hn / "model")]}]
+    path = recipe_file(init=init)
+    summary = run_recipe(load_recipe(path), echo=lambda *_: None)
+    rows = {r["model"]: r for r in summary["leaderboard"]}
+    assert rows["regression"]["bpb ru"] > 0 and rows["hyperofa"]["bpb ru"] > 0
+    out = tmp_path / "out" / "models"
+    record = json.loads((out / "regression" / "vocadapt.json").read_text())
+    assert record["results"]["method_stats"]["regression"]["input"]["features"].startswith("helper input embedding")
+    vocab = load_tokenizer(target_tokenizers["byte_level"]).get_vocab()
+    assert load_tokenizer(out / "regression").get_vocab() == vocab == load_tokenizer(out / "hyperofa").get_vocab()
+    assert not any(s.run for s in plan_recipe(load_recipe(path)).stages)
+
+    # Another helper (same tokenizer, other weights): that init and its evaluations rerun, nothing else.
+    import shutil
+
+    shutil.rmtree(helper)
+    tok = load_tokenizer(target_tokenizers["byte_level"])
+    fx.save_model(fx.tiny_model("llama", len(tok), True, seed=4), tok, helper)
+    acts = _actions(plan_recipe(load_recipe(path)))
+    assert acts["init:regression"] == ("run", "an input file changed")
+    assert acts["eval:ru:regression"][0] == "run" and acts["init:hyperofa"][0] == "reuse" and acts["init:mean"][0] == "reuse"
+
+    # A helper with another tokenizer: refused, naming both and the fix.
+    other = _tiny_helper(tmp_path / "other", target_tokenizers["sentencepiece"])
+    path = recipe_file(init=[{"method": "regression", "name": "reg-other", "helper": str(other)}])
+    with pytest.raises(VocadaptError, match=r"another tokenizer than the recipe's .*`vocadapt helper train") as e:
+        run_recipe(load_recipe(path), echo=lambda *_: None)
+    assert len(str(e.value).splitlines()) == 1
+    assert not (tmp_path / "out" / "models" / "reg-other").exists()
+
+
+def test_pieces_inside_the_run_folder_may_be_made_later(recipe_file, tmp_path):
+    """A hypernetwork under ${out} that is not made yet: --validate notes it, run refuses to start."""
+    path = recipe_file(init=[{"method": "mean"}, {"method": "hyperofa", "hypernet": ["${out}/prepared/hn/model"]}])
+    notes = validate_recipe(load_recipe(path, fetch=False))
+    assert any("prepared/hn/model is inside the run folder and not made yet" in n for n in notes)
+    with pytest.raises(VocadaptError, match=r"init 'hyperofa' hypernet not found: .*prepared/hn/model"):
+        run_recipe(load_recipe(path), echo=lambda *_: None)
+    assert not (tmp_path / "out").exists()  # refused before the first stage
+    with pytest.raises(VocadaptError, match="hypernet not found"):  # outside the run folder: an error even when checking
+        validate_recipe(load_recipe(recipe_file(init=[{"method": "hyperofa", "hypernet": [str(tmp_path / "hn")]}]), fetch=False))

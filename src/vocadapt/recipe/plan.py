@@ -149,11 +149,15 @@ def build_plan(r: S.Recipe) -> Plan:
         for key in sorted(S.INPUT_PATH_OPTIONS.intersection(options)):
             v = options[key]
             files[f"option:{key}"] = [str(x) for x in ([v] if isinstance(v, str) else v or [])]
-        st = Stage(f"init:{name}", "init", out / "models" / name,
-                   {"method": step["method"], "options": _jsonable(cfg), "seed": r.seed, **fw},
+        settings = {"method": step["method"], "options": _jsonable(cfg), "seed": r.seed, **fw}
+        helper = step.get("helper")
+        if helper is not None:  # the helper model is the init's target; its tokenizer is checked against the recipe's
+            files["helper"] = [str(helper)]
+            settings["helper"] = str(helper)
+        st = Stage(f"init:{name}", "init", out / "models" / name, settings,
                    inputs={"tokenizer": tok_ref[0]} if tok_ref[0] else {},
                    files=files if tok_ref[0] else {**files, "tokenizer": [str(tok_ref[1])]},
-                   payload={"method": step["method"], "options": options, "tokenizer": tok_ref[1], **fw})
+                   payload={"method": step["method"], "options": options, "tokenizer": tok_ref[1], "helper": helper, **fw})
         stages.append(st)
         models.append(ModelRef(name, st.id, st.dest, "base"))
         if train_cfg is not None:

@@ -52,9 +52,30 @@ def _init_child(args: dict[str, Any], conn) -> None:
         conn.send(("crash", f"{type(e).__name__}: {e}\n{traceback.format_exc()}", 0))
 
 
+def check_helper_tokenizer(helper: str, tokenizer: str, where: str) -> None:
+    """Refuse a helper model whose vocabulary is not the recipe tokenizer's: every model of a
+    leaderboard then has the same vocabulary, and the helper's rows line up with it."""
+    from vocadapt.io.checkpoint import resolve_model_dir
+    from vocadapt.tokenizer.load import load_tokenizer
+
+    theirs = load_tokenizer(resolve_model_dir(helper), "helper model's tokenizer").get_vocab()
+    ours = load_tokenizer(tokenizer, "recipe tokenizer").get_vocab()
+    if theirs != ours:
+        differ = sum(1 for t, i in ours.items() if theirs.get(t) != i) + len(set(theirs) - set(ours))
+        raise VocadaptError(
+            f"{where}: the helper {helper} has another tokenizer than the recipe's {tokenizer} ({differ} tokens differ); "
+            f"train the helper on the recipe's tokenizer (`vocadapt helper train {tokenizer} CORPUS --out HELPER`) "
+            "or make the helper the recipe's tokenizer (tokenizer: {mode: path, path: HELPER})"
+        )
+
+
 def _init(s: Stage, plan: Plan) -> dict[str, Any]:
     p = s.payload
-    args = {"source": plan.recipe.source_model, "tokenizer": str(p["tokenizer"]), "dest": str(s.dest), "method": p["method"],
+    target = p["tokenizer"]
+    if p.get("helper"):
+        check_helper_tokenizer(str(p["helper"]), str(p["tokenizer"]), f"{plan.recipe.where}: {s.id}")
+        target = p["helper"]
+    args = {"source": plan.recipe.source_model, "tokenizer": str(target), "dest": str(s.dest), "method": p["method"],
             "seed": plan.recipe.seed, "options": p["options"], "fallback": p["fallback"],
             "pad_to_multiple_of": p["pad_to_multiple_of"]}
     ctx = multiprocessing.get_context("spawn")  # a fresh process: its peak RSS is this init's alone
@@ -150,9 +171,10 @@ ACTIONS = {"tokenizer": _tokenizer, "init": _init, "train": _train, "propagate":
            "calibrate": _calibrate, "eval": _eval, "report": _report}
 
 
-def plan_recipe(r: S.Recipe, *, force: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> Plan:
-    """The validated plan with each stage's run/reuse decision (what ``--dry-run`` prints)."""
-    S.validate_recipe(r)
+def plan_recipe(r: S.Recipe, *, force: tuple[str, ...] = (), only: tuple[str, ...] = (), for_run: bool = False) -> Plan:
+    """The validated plan with each stage's run/reuse decision (what ``--dry-run`` prints);
+    ``for_run``: every input must exist (see :func:`~vocadapt.recipe.schema.validate_recipe`)."""
+    S.validate_recipe(r, for_run=for_run)
     plan = build_plan(r)
     explain(plan, force=force, only=only)
     return plan
@@ -161,7 +183,7 @@ def plan_recipe(r: S.Recipe, *, force: tuple[str, ...] = (), only: tuple[str, ..
 def run_recipe(r: S.Recipe, *, echo=print, force: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> dict[str, Any]:
     """Validate the whole recipe, then run every stage that is not done; returns the leaderboard
     summary (``{"models": [eval rows of the first held-out text], "leaderboard": rows}``)."""
-    plan = plan_recipe(r, force=force, only=only)
+    plan = plan_recipe(r, force=force, only=only, for_run=True)
     done = {s.id for s in plan.stages if not s.run and s.why == "done"}
     todo = [s for s in plan.stages if s.run]
     r.out.mkdir(parents=True, exist_ok=True)

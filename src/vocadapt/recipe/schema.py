@@ -15,6 +15,8 @@ A recipe names the models, the text and one section per pipeline stage::
     init:                                       # one model per entry
       - method: mean
       - {method: focus, name: focus-meanfb, fallback: mean, aux_corpus: [...]}
+      - {method: regression, helper: HELPER_DIR}           # from `vocadapt helper train` on this tokenizer
+      - {method: hyperofa, hypernet: [HYPERNET_DIR]}       # from `vocadapt hypernet train` (or `tune`)
     train: {steps: 50, seq_len: 128, batch_size: 8}          # every init model, body frozen
     propagate: {from: [mean], methods: [swap, overlap, conversion]}
     calibrate: {from: [mean/conversion], steps: 20}
@@ -23,7 +25,8 @@ A recipe names the models, the text and one section per pipeline stage::
 
 Every section's keys are the fields of the config class its CLI command uses (so the
 defaults live in one place), plus a few recipe-only keys (``from``, ``methods``, ``name``,
-``fallback``, ``instructions``). ``${assets.NAME}`` expands to a cached offline asset (fetched
+``fallback``, ``helper``, ``instructions``). ``helper`` (regression only) names a helper
+model whose tokenizer must be the recipe's: it is the init's target in place of the tokenizer. ``${assets.NAME}`` expands to a cached offline asset (fetched
 on first use) and ``${out}`` to the run folder. :func:`validate_recipe` checks keys (with "did
 you mean"), option values, method names and paths without running or fetching anything.
 """
@@ -53,7 +56,8 @@ TOP_KEYS = (
 REQUIRED = ("source_model", "corpus", "heldout", "tokenizer", "init")
 TOKENIZER_MODES = ("train", "extend", "optimize", "path")
 # Keys a section takes besides its config class's fields.
-INIT_KEYS = ("method", "name", "fallback", "pad_to")
+INIT_KEYS = ("method", "name", "fallback", "pad_to", "helper")
+HELPER_METHODS = ("regression",)  # the init methods that read a helper model (the init's target)
 PROPAGATE_KEYS = ("from", "methods")
 CALIBRATE_KEYS = ("from", "instructions", "copy_text")
 EVAL_KEYS = ("tasks", "instruct_tasks", "data")
@@ -232,6 +236,11 @@ def init_config(r: Recipe, step: dict[str, Any]) -> tuple[str, Any, dict[str, An
     fallback = step.get("fallback", "random")
     if fallback not in FALLBACKS:
         raise VocadaptError(f"{where}: fallback must be one of {', '.join(FALLBACKS)}, not {fallback!r}")
+    helper = step.get("helper")
+    if helper is not None and not isinstance(helper, str):
+        raise VocadaptError(f"{where}: helper takes one helper model directory, not {helper!r}")
+    if helper is not None and step["method"] not in HELPER_METHODS:
+        raise VocadaptError(f"{where}: only {' and '.join(HELPER_METHODS)} reads a helper model; drop helper: from this entry")
     return name, config, {"fallback": fallback, "pad_to_multiple_of": step.get("pad_to")}
 
 
@@ -304,17 +313,24 @@ def calibrate_config(r: Recipe, propagated: list[str]) -> tuple[list[str], Any, 
     return froms, config, instructions, copy_text
 
 
-def validate_recipe(r: Recipe) -> list[str]:
+def validate_recipe(r: Recipe, *, for_run: bool = False) -> list[str]:
     """Check every section, option, method name and path; return notes (e.g. assets to fetch).
 
-    Raises :class:`VocadaptError` at the first problem. Runs nothing and fetches nothing.
+    Raises :class:`VocadaptError` at the first problem. Runs nothing and fetches nothing. An
+    input inside the run folder (``${out}/...``: a helper or hypernetwork made before the run,
+    as recipes/learned-inits.yaml does) may be missing when only checking, and gets a note;
+    ``for_run`` (what ``vocadapt run`` checks before its first stage) refuses it like any other.
     """
     notes: list[str] = []
+    out = r.out.resolve()
 
     def check(path: str, what: str) -> None:
         if "<asset " in path:
             return
         if not Path(path).exists():
+            if not for_run and Path(path).resolve().is_relative_to(out):
+                notes.append(f"{what} {path} is inside the run folder and not made yet: make it before `vocadapt run`")
+                return
             raise VocadaptError(f"{r.where}: {what} not found: {path}")
 
     tokenizer_config(r)
