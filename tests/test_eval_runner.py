@@ -46,7 +46,8 @@ def test_eval_writes_results_per_model_and_summary(eval_dir):
         row = m["metrics"]
         for key in ("bits_per_byte", "chars_per_token", "copy_sentence", "copy_paragraph",
                     "choice-completion.acc_label", "choice-completion.f1_option", "summary-toy.rougeL",
-                    "tokens_per_s", "chars_per_s", "read_chars_per_s", "read_tokens_per_s", "score"):
+                    "tokens_per_s", "chars_per_s", "read_chars_per_s", "read_tokens_per_s", "score",
+                    "copy_sentence_match", "copy_paragraph_match"):
             assert key in row, key
         mains = [row["copy_sentence"], row["copy_paragraph"], row["choice-completion.acc_label"], row["summary-toy.rougeL"]]
         assert row["score"] == pytest.approx(sum(mains) / 4)  # micro-average over datasets

@@ -169,6 +169,9 @@ def headline(results: dict[str, dict]) -> dict:
                 if k in m:
                     row[k if name == "copy" else f"{name}.{k}"] = m[k]
                     mains.append(m[k])
+            for k in ("copy_sentence_match", "copy_paragraph_match"):  # shown, not averaged into score
+                if k in m:
+                    row[k if name == "copy" else f"{name}.{k}"] = m[k]
         elif "acc_label" in m or "acc_option" in m:
             for k in ("acc_label", "f1_label", "acc_option", "f1_option"):
                 if k in m:
