@@ -55,6 +55,12 @@ def _actions(plan):
     return {s.id: ("run" if s.run else "reuse", s.why) for s in plan.stages}
 
 
+def _replan(path, raw):
+    """Write the edited recipe ``raw`` to ``path`` and return what a rerun would do per stage."""
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return _actions(plan_recipe(load_recipe(path)))
+
+
 def test_run_reuse_and_downstream_rerun(recipe_file, tmp_path):
     path = recipe_file()
     r = load_recipe(path)
@@ -75,8 +81,7 @@ def test_run_reuse_and_downstream_rerun(recipe_file, tmp_path):
     # A changed eval setting reruns the evaluations and the report, nothing upstream.
     raw = yaml.safe_load(path.read_text())
     raw["eval"]["max_docs"] = 8
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    acts = _actions(plan_recipe(load_recipe(path)))
+    acts = _replan(path, raw)
     assert acts["init:mean"][0] == "reuse" and acts["init:random"][0] == "reuse"
     assert acts["eval:ru:mean"] == ("run", "settings changed: config.max_docs: 10 -> 8")
     assert acts["report"][0] == "run"
@@ -84,8 +89,7 @@ def test_run_reuse_and_downstream_rerun(recipe_file, tmp_path):
     # A changed init option reruns that init and its evaluations only.
     raw["init"][0]["weighting"] = "length"
     raw["eval"]["max_docs"] = 10
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    acts = _actions(plan_recipe(load_recipe(path)))
+    acts = _replan(path, raw)
     assert acts["init:mean"][0] == "run" and "weighting" in acts["init:mean"][1]
     assert acts["eval:ru:mean"] == ("run", "upstream changed: init:mean")
     assert acts["init:random"][0] == "reuse" and acts["eval:ru:random"][0] == "reuse"
@@ -193,8 +197,7 @@ def test_train_stage_trains_every_init_and_resumes(recipe_file, tmp_path):
     # A changed training setting reruns training and its evaluations, not the inits.
     raw = yaml.safe_load(path.read_text())
     raw["train"]["lr"] = 0.02
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    acts = _actions(plan_recipe(load_recipe(path)))
+    acts = _replan(path, raw)
     assert acts["init:mean"][0] == "reuse" and acts["train:mean"][1] == "settings changed: config.lr: 0.01 -> 0.02"
     assert acts["eval:ru:mean+train"] == ("run", "upstream changed: train:mean")
     assert acts["eval:ru:mean"][0] == "reuse"

@@ -40,7 +40,10 @@ def char_match(pred: str, ref: str) -> float:
     return sum(b.size for b in sm.get_matching_blocks()) / max(len(pred), len(ref))
 
 
-def paragraph_score(pred: str, ref: str, threshold: float = 0.99) -> float:
+PARAGRAPH_THRESHOLD = 0.99
+
+
+def paragraph_score(pred: str, ref: str, threshold: float = PARAGRAPH_THRESHOLD) -> float:
     return 1.0 if char_match(pred.strip(), ref.strip()) >= threshold else 0.0
 
 
@@ -83,14 +86,14 @@ def run_copy(lm, texts: list[str], *, n_sentences: int = 16, n_paragraphs: int =
     samples, by_kind, matches = [], {"sentence": [], "paragraph": []}, {"sentence": [], "paragraph": []}
     for (kind, ref), gen in zip(refs, gens):
         pred = gen.text.strip()
+        match = char_match(pred, ref)  # ref is stripped by build_copy_items: paragraph_score's match
         if kind == "sentence":
             score = sentence_score(lm.count_tokens(pred), lm.count_tokens(ref))
         else:
-            score = paragraph_score(pred, ref)
+            score = 1.0 if match >= PARAGRAPH_THRESHOLD else 0.0
         by_kind[kind].append(score)
-        matches[kind].append(char_match(pred, ref))
-        samples.append({"kind": kind, "reference": ref, "prediction": pred, "score": score,
-                        "char_match": matches[kind][-1]})
+        matches[kind].append(match)
+        samples.append({"kind": kind, "reference": ref, "prediction": pred, "score": score, "char_match": match})
     metrics = {f"copy_{k}": sum(v) / len(v) for k, v in by_kind.items() if v}
     metrics.update({f"copy_{k}_match": sum(v) / len(v) for k, v in matches.items() if v})
     metrics["n_sentences"], metrics["n_paragraphs"] = len(sentences), len(paragraphs)

@@ -138,8 +138,7 @@ def plan_rows(source: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, 
     float32 row at all; each computed row is the one :func:`sparse_combine` gives on all rows."""
     from vocadapt.init.context import Rows
 
-    where = torch.nonzero(ok).flatten()
-    return Rows(sparse_combine(source, index[where], weights[where]), ok.clone(), where)
+    return Rows.subset(sparse_combine(source, index[ok], weights[ok]), ok)
 
 
 def sparse_combine(source: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

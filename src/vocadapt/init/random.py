@@ -17,5 +17,5 @@ def random_init(ctx: InitContext, source: torch.Tensor, config: NoConfig) -> Row
     """Per-dimension N(mean, std) of the source rows for every new token."""
     n = len(ctx.new_ids)
     # ok=False hands every row to the framework's seeded fallback, which is exactly this method.
-    # No rows at all (where = []): a vocabulary of zeros would only be overwritten.
-    return Rows(torch.zeros(0, source.shape[1]), torch.zeros(n, dtype=torch.bool), torch.zeros(0, dtype=torch.long))
+    # No rows at all: a vocabulary of zeros would only be overwritten.
+    return Rows.subset(torch.zeros(0, source.shape[1]), torch.zeros(n, dtype=torch.bool))

@@ -300,11 +300,15 @@ def graft_pieces(out_tok: Any, base_tok: Any, texts: list[str]) -> tuple[dict | 
     model = tj["model"]
     base = base_tok.backend_tokenizer
     base_pieces = {t: base.encode(t, add_special_tokens=False).tokens for t in texts}
+
+    def split_unlike_base(tok: Any) -> list[str]:
+        return [t for t, pieces in base_pieces.items() if tok.encode(t, add_special_tokens=False).tokens != pieces]
+
     vocab: dict[str, int] = model.get("vocab") if isinstance(model.get("vocab"), dict) else {}
     added = {t["content"] for t in tj.get("added_tokens", [])}
     missing = [p for pieces in base_pieces.values() for p in pieces if p not in vocab and p not in added]
     if not missing:  # a split can still differ where pieces exist but other merges come first
-        return None, {}, [], [t for t, pieces in base_pieces.items() if out_tok.backend_tokenizer.encode(t, add_special_tokens=False).tokens != pieces]
+        return None, {}, [], split_unlike_base(out_tok.backend_tokenizer)
     if model.get("type") != "BPE":
         raise VocadaptError(f"keep_text grafts BPE merges, but the adapted tokenizer is {model.get('type')}: drop --keep-text/--keep-chat")
     prefix = model.get("continuing_subword_prefix") or ""
@@ -328,11 +332,9 @@ def graft_pieces(out_tok: Any, base_tok: Any, texts: list[str]) -> tuple[dict | 
             if (acc, part) not in known:
                 merges.append((acc, part))
                 known.add((acc, part))
-                C.set_bpe_merges(model, merges)
             acc = made
-    new = C.build_tokenizer(tj)
-    differs = [t for t, pieces in base_pieces.items() if new.encode(t, add_special_tokens=False).tokens != pieces]
-    return tj, rows, grafted, differs
+        C.set_bpe_merges(model, merges)  # the next piece is split by a tokenizer with these merges
+    return tj, rows, grafted, split_unlike_base(C.build_tokenizer(tj))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -209,7 +209,10 @@ def check_id_layout(spec: dict[str, Any], what: str = "tokenizer") -> int:
 
 def vocab_size(tokenizer: Any) -> int:
     """Number of ids the tokenizer can produce: max id + 1 (added tokens included)."""
-    vocab = get_vocab(tokenizer)
+    return _ids_in(get_vocab(tokenizer))
+
+
+def _ids_in(vocab: dict[str, int]) -> int:
     return (max(vocab.values()) + 1) if vocab else 0
 
 
@@ -235,7 +238,7 @@ def canonical_vocab(tokenizer: Any) -> list[CanonicalToken | None]:
     spec = tokenizer_json(tokenizer)  # serialized and parsed once, not per helper
     family = detect_family(spec)
     vocab = get_vocab(tokenizer)
-    out: list[CanonicalToken | None] = [None] * ((max(vocab.values()) + 1) if vocab else 0)
+    out: list[CanonicalToken | None] = [None] * _ids_in(vocab)
     specials = special_ids(tokenizer, spec)
     for piece, tid in vocab.items():
         # Byte-fallback pieces are bytes even where a tokenizer marks them special.
