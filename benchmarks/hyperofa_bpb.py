@@ -25,6 +25,13 @@ OUT/budget/results.json, so a rerun does only what is missing (delete an entry t
 
     vocadapt hypernet train $S --vectors $V --rank 100 --hidden 128 --max-words 32 --steps 300 --out OUT/prepared/hn
     python benchmarks/hyperofa_bpb.py OUT --steps 30 --seq-len 128 --batch-size 4
+
+``--hn NAME`` compares another hypernetwork in OUT/prepared/NAME (its tuned copy goes to
+OUT/prepared/NAME-lm, its rows are labelled ``hyperofa-SUFFIX``, SUFFIX being NAME without
+``hn-``), next to the same ``mean`` and ``mean+rows`` results; e.g. one trained with ``--base mean``:
+
+    vocadapt hypernet train $S --vectors $V --rank 100 --hidden 128 --max-words 32 --steps 300 --base mean --out OUT/prepared/hn-base
+    python benchmarks/hyperofa_bpb.py OUT --hn hn-base
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ def main() -> None:
     ap.add_argument("--sample-new", type=int, default=256, help="LM stage: predicted rows outside the batch recomputed per step")
     ap.add_argument("--max-chars", type=int, default=5000, help="held-out characters scored per model (the recipe's eval.max_chars)")
     ap.add_argument("--fallback", default="mean", help="fallback of the inits (the recipe's)")
+    ap.add_argument("--hn", default="hn", help="the hypernetwork run under OUT/prepared to compare (default hn)")
     args = ap.parse_args()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -69,7 +77,8 @@ def main() -> None:
 
     source, text = assets.smollm2(), assets.russian_text()
     prepared, work = args.out / "prepared", args.out / "budget"
-    tok, hn, hn_lm = prepared / "tokenizer", prepared / "hn" / "model", prepared / "hn-lm"
+    tok, hn, hn_lm = prepared / "tokenizer", prepared / args.hn / "model", prepared / f"{args.hn}-lm"
+    hyp = "hyperofa" if args.hn == "hn" else f"hyperofa-{args.hn.removeprefix('hn-')}"
     for need in (tok, hn):
         if not need.exists():
             raise SystemExit(f"missing {need}: make it first (see recipes/learned-inits.yaml)")
@@ -111,16 +120,16 @@ def main() -> None:
 
     mean = init("mean", "mean", {})
     score("mean", mean)
-    hyper = init("hyperofa", "hyperofa", {"hypernet": [str(hn)]})
-    score("hyperofa", hyper)
+    hyper = init(hyp, "hyperofa", {"hypernet": [str(hn)]})
+    score(hyp, hyper)
 
-    if "train/hyperofa+lm" not in res:  # the LM stage: only the hypernetwork learns
+    if f"train/{hyp}+lm" not in res:  # the LM stage: only the hypernetwork learns
         if hn_lm.exists():
             raise SystemExit(f"{hn_lm} exists but {results_file} has no record of it: delete it to retrain")
         r, wall, cpu = timed(lambda: tune_hypernet(hn, hyper, text / "train.txt", hn_lm,
                                                    LmStageConfig(lr=args.hn_lr, sample_new=args.sample_new, **loop)))
-        note("train/hyperofa+lm", {"steps": r.steps, "tokens": r.tokens, "wall_s": wall, "cpu_s": cpu})
-    score(f"hyperofa+lm {n}", init("hyperofa-lm", "hyperofa", {"hypernet": [str(hn_lm / "model")]}))
+        note(f"train/{hyp}+lm", {"steps": r.steps, "tokens": r.tokens, "wall_s": wall, "cpu_s": cpu})
+    score(f"{hyp}+lm {n}", init(f"{hyp}-lm", "hyperofa", {"hypernet": [str(hn_lm / "model")]}))
 
     rows = work / f"train-mean-{args.trainable}"
     if "train/mean+rows" not in res:
@@ -132,14 +141,15 @@ def main() -> None:
     score(f"mean+rows {n}", rows / "model")
 
     load = os.getloadavg()
-    lm, tr = res["train/hyperofa+lm"], res["train/mean+rows"]
+    tr = res["train/mean+rows"]
     print(f"\nSmolLM2-135M -> 16k Russian BPE; {n} steps x {args.batch_size} x {args.seq_len} tokens; held-out: first "
           f"{args.max_chars} characters of the fortunes; load average now {load[0]:.2f}\n")
     print("| model | trains | steps | tokens | train wall s | train CPU s | bpb |")
     print("|---|---|---|---|---|---|---|")
-    table = [("mean", "-", None), ("hyperofa", "-", None),
+    variants = [k[len("train/"):-len("+lm")] for k in res if k.startswith("train/hyperofa") and k.endswith("+lm")]
+    table = [("mean", "-", None), *((v, "-", None) for v in variants),
              (f"mean+rows {n}", f"rows ({args.trainable}), lr {args.lr:g}", tr),
-             (f"hyperofa+lm {n}", f"hypernetwork, lr {args.hn_lr:g}", lm)]
+             *((f"{v}+lm {n}", f"hypernetwork, lr {args.hn_lr:g}", res[f"train/{v}+lm"]) for v in variants)]
     for label, what, t in table:
         steps, tokens, wall, cpu = (t["steps"], t["tokens"], t["wall_s"], t["cpu_s"]) if t else ("0", "-", "-", "-")
         print(f"| {label} | {what} | {steps} | {tokens} | {wall} | {cpu} | {res[f'bpb/{label}']['bpb']:.4f} |")

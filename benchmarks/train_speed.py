@@ -6,8 +6,11 @@ head; SmolLM2 ties them, so one matrix), the same batch (blocks x sequence lengt
 (0.9, 0.95), weight decay 0.1, warmup + cosine, clipping at 1.0, fp32 on CPU and bf16 on a GPU.
 Each runs in its own process, so peak memory is its own:
 
-* tokens/s: block positions (batch x seq_len) per second over the steps after the first two
-  (warmup: allocator, kernels), from per-step wall times;
+* tokens/s: block positions (batch x seq_len) per second at the median step time of the steps
+  after the first two (warmup: allocator, kernels). The sides alternate for ``--rounds`` rounds
+  (ours, Trainer, ours, ...) and their steps are pooled, so a slow spell on a shared machine
+  hits both; the table also gives each round's tokens/s. Step times on a 2-core CPU vary by
+  +-15% from step to step, so 20 steps of one round cannot tell a 10% gap from noise;
 * peak RSS from the kernel (``ru_maxrss``), CUDA max allocated on a GPU;
 * optimizer state: bytes held by AdamW (ours: the checkpoint's optimizer file; Trainer: its
   optimizer's state tensors). Target: state for the trainable matrix only;
@@ -15,7 +18,7 @@ Each runs in its own process, so peak memory is its own:
   activation gradients through every matmul, weight gradients only where weights train) plus
   attention, over the device's dense bf16 peak.
 
-    python benchmarks/train_speed.py [--steps 20] [--seq-len 256] [--batch-size 4]
+    python benchmarks/train_speed.py [--steps 20] [--seq-len 256] [--batch-size 4] [--rounds 2]
 
 Prints a Markdown table.
 """
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -146,6 +150,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=2, help="alternating runs per side, steps pooled")
     p.add_argument("--child", choices=("ours", "trainer"), help=argparse.SUPPRESS)
     args = p.parse_args()
     args.model = args.model or assets.smollm2()
@@ -153,38 +158,42 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    results = {}
-    for name in ("ours", "trainer"):
-        cmd = [sys.executable, __file__, "--child", name, "--model", str(args.model), "--corpus", str(args.corpus),
-               "--steps", str(args.steps), "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size)]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
-        results[name] = json.loads(next(line[7:] for line in out.stdout.splitlines() if line.startswith("RESULT ")))
+    results: dict[str, list[dict]] = {"ours": [], "trainer": []}
+    for _ in range(args.rounds):
+        for name in ("ours", "trainer"):
+            cmd = [sys.executable, __file__, "--child", name, "--model", str(args.model), "--corpus", str(args.corpus),
+                   "--steps", str(args.steps), "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
+            results[name].append(json.loads(next(line[7:] for line in out.stdout.splitlines() if line.startswith("RESULT "))))
     per_step = args.batch_size * args.seq_len
-    gpu = results["ours"]["cuda_peak"] > 0
-    device = results["ours"]["device"]
+    first = results["ours"][0]
+    gpu = first["cuda_peak"] > 0
+    device = first["device"]
     peak = next((v for k, v in PEAK_BF16.items() if k in device), None)
     fpt = flops_per_token(args.model, args.seq_len)
-    print(f"\nEmbedding-only training of {Path(args.model).name} on {device}: {args.steps} steps, "
-          f"batch {args.batch_size} x {args.seq_len} tokens, load average {os.getloadavg()[0]:.1f}\n")
-    head = "| run | tokens/s | s/step | peak RSS (GiB) | optimizer state (MiB) | loss first -> last |"
+    print(f"\nEmbedding-only training of {Path(args.model).name} on {device}: {args.steps} steps x {args.rounds} "
+          f"rounds, batch {args.batch_size} x {args.seq_len} tokens, load average {os.getloadavg()[0]:.1f}\n")
+    head = ("| run | tokens/s (median step) | s/step | tokens/s per round | peak RSS (GiB) | optimizer state (MiB) "
+            "| loss first -> last |")
     if gpu:
         head += " CUDA max allocated (GiB) | MFU |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for name, label in (("ours", "vocadapt engine"), ("trainer", "transformers Trainer")):
-        r = results[name]
-        steady = r["step_times"][2:] or r["step_times"]
-        sec = sum(steady) / len(steady)
+        rounds = results[name]
+        steady = [r["step_times"][2:] or r["step_times"] for r in rounds]
+        sec = statistics.median(t for times in steady for t in times)
         tps = per_step / sec
-        row = (f"| {label} | {tps:,.0f} | {sec:.2f} | {r['peak_rss'] / 2**30:.2f} | {r['optimizer_bytes'] / 2**20:.0f} | "
-               f"{r['loss_first']:.3f} -> {r['loss_last']:.3f} |")
+        each = " / ".join(f"{per_step * len(t) / sum(t):,.0f}" for t in steady)
+        r = rounds[0]
+        row = (f"| {label} | {tps:,.0f} | {sec:.2f} | {each} | {max(x['peak_rss'] for x in rounds) / 2**30:.2f} | "
+               f"{r['optimizer_bytes'] / 2**20:.0f} | {r['loss_first']:.3f} -> {r['loss_last']:.3f} |")
         if gpu:
             mfu = f"{tps * fpt / peak:.1%}" if peak else "-"
-            row += f" {r['cuda_peak'] / 2**30:.2f} | {mfu} |"
+            row += f" {max(x['cuda_peak'] for x in rounds) / 2**30:.2f} | {mfu} |"
         print(row)
-
 
 if __name__ == "__main__":
     main()

@@ -237,3 +237,57 @@ def test_lm_stage_trains_only_the_hypernetwork(trained, source_models, target_to
     al = align_vocabularies(load_tokenizer(source_models[CASE]), load_tokenizer(tgt), decompose=False)
     copied = torch.as_tensor(al.copied_ids)
     assert torch.equal(a[name][copied], b[name][copied]) and not torch.equal(a[name], b[name])
+
+
+def test_base_mean_predicts_residuals_over_the_fvt_mean(source_models, target_tokenizers, workdir):
+    """--base mean: trained on leave-one-out residuals; at init rows = FVT mean + prediction, so a
+    network that predicts zero reproduces `mean` exactly; the LM stage keeps the base."""
+    from safetensors.torch import save_file
+
+    from vocadapt.hypernet.lm import LmStageConfig, tune_hypernet
+    from vocadapt.hypernet.train import WEIGHTS_FILE
+    from vocadapt.tokenizer.align import align_vocabularies
+    from vocadapt.tokenizer.load import load_tokenizer
+
+    vectors = _ofa(workdir / "hn-inputs")["vectors"]
+    out = workdir / "hn-base"
+    cfg = HypernetConfig(vectors=vectors, rank="8", steps=6, hidden=16, eval_every=3, base="mean", progress=False)
+    train_hypernet(source_models[CASE], out, cfg)
+    hn = load_hypernet(out)
+    assert hn.base == "mean" and hn.record["base"] == "mean"
+    quality = json.loads((out / "model" / "quality.json").read_text())
+    for m in ("input", "output"):
+        assert set(quality[m]) == {"hyperofa", "ofa", "fvt_mean", "rank_k"}
+
+    # zero the output layer: the residual is 0 and hyperofa must equal mean on every predicted row
+    zero = workdir / "hn-base-zero"
+    import shutil
+
+    shutil.copytree(out / "model", zero, dirs_exist_ok=True)
+    tensors = load_file(str(zero / WEIGHTS_FILE))
+    last = max(k for k in tensors if k.startswith("net.mlp.") and k.endswith(".weight"))
+    tensors[last] = torch.zeros_like(tensors[last])
+    tensors[last.replace(".weight", ".bias")] = torch.zeros_like(tensors[last.replace(".weight", ".bias")])
+    save_file(tensors, str(zero / WEIGHTS_FILE))
+    tgt = target_tokenizers["sentencepiece"]
+    init_embeddings(source_models[CASE], tgt, workdir / "base-zero", "hyperofa", options={"hypernet": [str(zero)]})
+    init_embeddings(source_models[CASE], tgt, workdir / "base-mean", "mean")
+    a = load_file(str(workdir / "base-zero" / "model.safetensors"))
+    b = load_file(str(workdir / "base-mean" / "model.safetensors"))
+    al = align_vocabularies(load_tokenizer(source_models[CASE]), load_tokenizer(tgt))
+    with_pieces = torch.as_tensor([t for t in al.new_ids if al.decompositions.get(t)])
+    assert len(with_pieces) > 0
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        torch.testing.assert_close(a[name][with_pieces], b[name][with_pieces])
+
+    # the trained residual network moves rows away from the mean, and the LM stage runs on it
+    init_embeddings(source_models[CASE], tgt, workdir / "base-init", "hyperofa", options={"hypernet": [str(out)]})
+    c = load_file(str(workdir / "base-init" / "model.safetensors"))
+    assert not torch.equal(c["model.embed_tokens.weight"][with_pieces], b["model.embed_tokens.weight"][with_pieces])
+    import factories as fx
+
+    corpus = workdir / "lm-base.txt"
+    corpus.write_text("\n\n".join(fx.corpus("ru", 120, seed=21)) + "\n", encoding="utf-8")
+    lm = LmStageConfig(steps=2, seq_len=32, batch_size=2, eval_every=0, sample_new=8, lr=1e-2, warmup_steps=0, progress=False)
+    r = tune_hypernet(out, workdir / "base-init", corpus, workdir / "lm-base-run", lm, eval_text=fx.corpus("ru", 6, seed=22))
+    assert r.steps == 2 and load_hypernet(workdir / "lm-base-run").base == "mean"

@@ -78,10 +78,19 @@ class LmStage(nn.Module):
         mod = self.llm.get_input_embeddings() if matrix == "input" else self.llm.get_output_embeddings()
         return mod.weight
 
-    def rows(self, coords: torch.Tensor, matrix: str) -> torch.Tensor:
-        """(n, d) rows of ``matrix`` from (n, out_dim) coordinates: that block @ P."""
+    def set_base(self, slot: torch.Tensor, base: dict[str, torch.Tensor]) -> None:
+        """A ``--base mean`` network: predicted rows are ``base[matrix][slot[token]]`` + residual."""
+        self.register_buffer("slot", slot)
+        for m in self.matrices:
+            self.register_buffer(f"base_{m}", base[m])
+
+    def rows(self, coords: torch.Tensor, matrix: str, tokens: torch.Tensor) -> torch.Tensor:
+        """(n, d) rows of ``matrix`` for ``tokens`` from (n, out_dim) coordinates: that block @ P (+ base)."""
         i = self.blocks.index(matrix)
-        return coords[:, i * self.k : (i + 1) * self.k] @ getattr(self, f"p_{matrix}")
+        out = coords[:, i * self.k : (i + 1) * self.k] @ getattr(self, f"p_{matrix}")
+        if hasattr(self, "slot"):
+            out = out + getattr(self, f"base_{matrix}")[self.slot[tokens]]
+        return out
 
 
 class LmStageTask(EmbeddingTask):
@@ -103,16 +112,32 @@ class LmStageTask(EmbeddingTask):
         if fingerprint(path) != hypernet.record["vectors_fingerprint"]:
             raise VocadaptError(f"{path} is not the word-vector file {hypernet.path} was trained with ({hypernet.record['vectors']})")
         src_tok = load_tokenizer(hypernet.record["source_model"], "the hypernetwork's source model tokenizer")
-        a = align_vocabularies(src_tok, self.tokenizer, decompose=False)
+        a = align_vocabularies(src_tok, self.tokenizer, decompose=hypernet.base == "mean")
         _, vectors, inc = word_sets(self.tokenizer, load_vectors(path), config.target_langs, "target", "hyperofa")
         self.sets = WordSets.from_incidence(inc, vectors)
         new = np.asarray(a.new_ids, dtype=np.int64)
-        self.predicted = new[self.sets.has_words()[new]]  # the rows the hypernetwork owns
+        owned = self.sets.has_words()[new]
+        self.base: dict[str, torch.Tensor] | None = None
+        if hypernet.base == "mean":
+            # rows = FVT mean of the source pieces (fixed) + the network's residual, as at init
+            pieces = [a.decompositions.get(int(t), []) for t in new]
+            owned &= np.fromiter((len(p) > 0 for p in pieces), dtype=bool, count=len(new))
+            self.base = self._base_rows(hypernet, [p for p, o in zip(pieces, owned) if o])
+        self.predicted = new[owned]  # the rows the hypernetwork owns
         if len(self.predicted) == 0:
             raise VocadaptError(f"no new token of {model_dir} has a word in {path}: nothing for the hypernetwork to predict")
         self._is_pred = np.zeros(len(self.sets.lengths), bool)
         self._is_pred[self.predicted] = True
         log.info("hypernet LM stage: %d predicted rows (of %d new tokens)", len(self.predicted), len(new))
+
+    @staticmethod
+    def _base_rows(hypernet, pieces: list[list[int]]) -> dict[str, torch.Tensor]:
+        from vocadapt.init.context import combine_rows
+        from vocadapt.io.checkpoint import Checkpoint
+
+        ckpt = Checkpoint(hypernet.record["source_model"])
+        names = {"input": ckpt.vocab.input, "output": ckpt.vocab.output or ckpt.vocab.input}
+        return {m: combine_rows(ckpt.read(names[m]).float(), pieces).values for m in hypernet.matrices}
 
     def setup(self, accelerator) -> nn.Module:
         llm = super().setup(accelerator)
@@ -126,7 +151,12 @@ class LmStageTask(EmbeddingTask):
                 m.p = 0.0
         net.requires_grad_(True)
         net.table.weight.requires_grad_(False)
-        model = LmStage(llm, net, self.hn.primitives, self.hn.matrices).to(accelerator.device)
+        model = LmStage(llm, net, self.hn.primitives, self.hn.matrices)
+        if self.base is not None:
+            slot = torch.full((len(self.sets.lengths),), -1, dtype=torch.long)
+            slot[torch.from_numpy(self.predicted)] = torch.arange(len(self.predicted))
+            model.set_base(slot, self.base)
+        model = model.to(accelerator.device)
         self.refresh(model)
         return model
 
@@ -146,7 +176,8 @@ class LmStageTask(EmbeddingTask):
             coords = model.net.coordinates(batch.words.to(dev), batch.lengths)
             for m in model.matrices:
                 w = model.weight(m)
-                w[batch.tokens.to(dev)] = model.rows(coords, m).to(w.dtype)
+                tok = batch.tokens.to(dev)
+                w[tok] = model.rows(coords, m, tok).to(w.dtype)
         model.net.train(was)
 
     def global_batch(self, step: int) -> GlobalBatch:
@@ -174,7 +205,7 @@ class LmStageTask(EmbeddingTask):
             tok = sets.tokens.to(dev)
             for m in model.matrices:
                 # out-of-place: the cached rows stay detached, the recomputed ones carry gradient
-                weights[m] = weights[m].index_copy(0, tok, model.rows(coords, m).to(weights[m].dtype))
+                weights[m] = weights[m].index_copy(0, tok, model.rows(coords, m, tok).to(weights[m].dtype))
         w_in = weights["input"]
         w_out = w_in if model.tied else weights["output"]
         base = getattr(model.llm, model.llm.base_model_prefix)

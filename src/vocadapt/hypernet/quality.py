@@ -66,11 +66,14 @@ def reconstruction_report(model, data, config) -> dict[str, Any]:
         p = data.primitives[m]
         true = data.rows[m][torch.from_numpy(val)]
         ofa_coords = sparse_combine(f[train_ids], idx, w)
-        report[m] = {
-            "hyperofa": row_metrics(coords[:, block] @ p, true),
-            "ofa": row_metrics(ofa_coords @ p, true),
-            "rank_k": row_metrics(f[torch.from_numpy(val)] @ p, true),
-        }
+        pred = coords[:, block] @ p
+        report[m] = {"ofa": row_metrics(ofa_coords @ p, true), "rank_k": row_metrics(f[torch.from_numpy(val)] @ p, true)}
+        if data.base is not None:
+            # the FVT mean of the leave-one-out pieces: the baseline the residual has to improve
+            base = data.base[m][torch.from_numpy(val)]
+            pred = pred + base
+            report[m]["fvt_mean"] = row_metrics(base, true)
+        report[m]["hyperofa"] = row_metrics(pred, true)
     return report
 
 
@@ -79,7 +82,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"reconstruction of {report.get('tokens', 0)} held-out source tokens (rank {report.get('rank')}):"]
     for m in ("input", "output"):
         if m in report:
-            for name in ("hyperofa", "ofa", "rank_k"):
+            for name in ("hyperofa", "ofa", "fvt_mean", "rank_k"):
+                if name not in report[m]:
+                    continue
                 r = report[m][name]
                 lines.append(f"  {m:6s} {name:9s} cosine {r['cosine']:.4f}  L1 {r['l1']:.5f}  (relative {r['l1_relative']:.3f})")
     return "\n".join(lines)

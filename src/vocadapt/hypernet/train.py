@@ -57,6 +57,7 @@ class HypernetConfig(OptimConfig):
     l1_weight: float = field(default=0.9, metadata={"help": "weight of the normalized L1 term"})
     temperature: float = field(default=0.25, metadata={"help": "InfoNCE temperature (paper: 0.25-0.5)"})
     source_langs: list[str] | None = field(default=None, metadata={"help": "languages whose words give source word sets (default: all keys, as OFA)"})
+    base: str = field(default="none", metadata={"help": "none: predict the rows (HyperOFA); mean: predict the residual over the FVT mean of the token's source pieces (rows = mean + prediction)"})
     # engine settings with hypernetwork defaults
     steps: int = field(default=600, metadata={"help": "optimizer steps (upper bound; early stopping on validation loss)"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (paper: 1e-4 over many more steps)"})
@@ -82,6 +83,8 @@ class HypernetConfig(OptimConfig):
             raise ValueError("infonce_weight and l1_weight must be >= 0 and not both 0")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, not {self.temperature}")
+        if self.base not in ("none", "mean"):
+            raise ValueError(f"base must be none or mean, not {self.base!r}")
 
     @property
     def loss(self) -> LossWeights:
@@ -110,6 +113,15 @@ class SourceData:
     train: np.ndarray
     val: np.ndarray
     vectors_fingerprint: str
+    # --base mean: per matrix, the FVT mean of each source token's leave-one-out pieces (n x d);
+    # the network learns ``coords - base_coords``, the residual's coordinates
+    base: dict[str, torch.Tensor] | None = None
+    base_coords: torch.Tensor | None = None
+
+    @property
+    def target(self) -> torch.Tensor:
+        """What the network learns to predict: coordinates, or the residual's over the base."""
+        return self.coords if self.base_coords is None else self.coords - self.base_coords
 
 
 def prepare_source(model_dir: str | Path, config: HypernetConfig) -> SourceData:
@@ -135,6 +147,16 @@ def prepare_source(model_dir: str | Path, config: HypernetConfig) -> SourceData:
     n_vocab = inc.shape[0]
     rows, blocks, prims, fps = {}, [], {}, {}
     k = 0
+    base, base_blocks, has_base = None, [], np.ones(n_vocab, bool)
+    if config.base == "mean":
+        from vocadapt.tokenizer.align import leave_one_out_pieces
+        from vocadapt.tokenizer.canonical import canonical_vocab
+
+        # A source token re-encodes to itself; learn from the pieces it is made of instead, the
+        # kind of multi-piece mean a new token gets at prediction time.
+        pieces = leave_one_out_pieces(tok, list(range(n_vocab)), canonical_vocab(tok)[:n_vocab])
+        has_base = np.fromiter((len(x) > 0 for x in pieces), dtype=bool, count=n_vocab)
+        base = {}
     for m in matrices:
         source = ckpt.read(names[m])[:n_vocab].float()
         rank = source.shape[1] if config.rank == "full" else int(config.rank)
@@ -144,8 +166,13 @@ def prepare_source(model_dir: str | Path, config: HypernetConfig) -> SourceData:
         k = f.shape[1]
         rows[m], prims[m], fps[m] = source, p, matrix_fingerprint(source)
         blocks.append(f)
+        if base is not None:
+            from vocadapt.init.context import combine_rows
+
+            base[m] = combine_rows(source, pieces).values
+            base_blocks.append(base[m] @ torch.linalg.pinv(p))  # its coordinates: P has full row rank
     sets = WordSets.from_incidence(inc, vectors)
-    cand = np.nonzero(sets.has_words())[0]
+    cand = np.nonzero(sets.has_words() & has_base)[0]
     specials = special_ids(tok)
     cand = cand[~np.isin(cand, np.fromiter(specials, dtype=np.int64, count=len(specials)))] if specials else cand
     if len(cand) < 4:
@@ -156,7 +183,8 @@ def prepare_source(model_dir: str | Path, config: HypernetConfig) -> SourceData:
     train, val = split_tokens(cand, config.val_fraction, config.seed)
     log.info("hyperofa: %d source tokens with words (%d train, %d validation), k=%d, matrices %s",
              len(cand), len(train), len(val), k, "+".join(matrices))
-    return SourceData(matrices, rows, torch.cat(blocks, dim=1), prims, k, fps, sets, train, val, fingerprint(config.vectors))
+    return SourceData(matrices, rows, torch.cat(blocks, dim=1), prims, k, fps, sets, train, val, fingerprint(config.vectors),
+                      base, torch.cat(base_blocks, dim=1) if base is not None else None)
 
 
 class ReconstructTask(Task):
@@ -167,9 +195,10 @@ class ReconstructTask(Task):
     def __init__(self, model_dir: Path, data: SourceData, config: HypernetConfig, run_dir: Path):
         self.model_dir, self.data, self.config, self.run_dir = Path(model_dir), data, config, Path(run_dir)
         k, nb = data.k, len(data.matrices)
-        scale = torch.cat([data.coords[data.train, b * k : (b + 1) * k].abs().mean().expand(k) for b in range(nb)])
+        target = data.target
+        scale = torch.cat([target[data.train, b * k : (b + 1) * k].abs().mean().expand(k) for b in range(nb)])
         self.scale = scale.clamp_min(1e-12)
-        self.targets = data.coords / self.scale  # normalized: mean |target| = 1 per block
+        self.targets = target / self.scale  # normalized: mean |target| = 1 per block
         self.batches = BucketedBatches(data.sets, data.train, config.batch_size, config.seed)
         self.world = 1
 
@@ -221,7 +250,7 @@ class ReconstructTask(Task):
     def settings(self) -> dict:
         cfg = asdict(self.config)
         keep = ("vectors", "rank", "matrix", "hidden", "layers", "dropout", "max_words", "batch_size", "augment_p",
-                "val_fraction", "infonce_weight", "l1_weight", "temperature", "source_langs")
+                "val_fraction", "infonce_weight", "l1_weight", "temperature", "source_langs", "base")
         return {**{k: cfg[k] for k in keep}, "model": self.data.fingerprints, "vectors_fingerprint": self.data.vectors_fingerprint}
 
 
@@ -256,6 +285,7 @@ def save_hypernet(out_dir: Path, model: HyperNet, data: SourceData, config: Hype
         "vectors": str(config.vectors),
         "vectors_fingerprint": data.vectors_fingerprint,
         "source_langs": config.source_langs,
+        "base": config.base,
         "max_words": config.max_words,
         "seed": config.seed,
         "source_model": str(model_dir),
@@ -285,13 +315,21 @@ class Hypernet:
     def rank(self) -> int:
         return int(self.record["rank"])
 
+    @property
+    def base(self) -> str:
+        """none: predictions are rows; mean: they are residuals over the FVT mean of the pieces."""
+        return str(self.record.get("base", "none"))
+
     def block(self, matrix: str) -> slice:
         i = self.matrices.index(matrix)
         return slice(i * self.rank, (i + 1) * self.rank)
 
     @torch.no_grad()
     def predict(self, sets: WordSets, tokens: np.ndarray, matrix: str, seed: int = 0) -> torch.Tensor:
-        """(len(tokens), d) float32 rows for ``matrix``: coordinates @ P. ``sets.table`` is installed."""
+        """(len(tokens), d) float32 rows for ``matrix``: coordinates @ P. ``sets.table`` is installed.
+
+        With ``base == "mean"`` these are residuals: the caller adds each token's FVT mean.
+        """
         self.net.set_table(torch.from_numpy(sets.table))
         self.net.eval()
         cfg = HypernetConfig(vectors=self.record["vectors"], max_words=int(self.record["max_words"]), seed=seed, progress=False)

@@ -8,6 +8,9 @@ least one word predicted (coordinates @ P) -> the rest get the fallback (framewo
 
 ``--hypernet DIR`` uses a saved network (``vocadapt hypernet train``); it is refused when it
 was trained for another model (matrix fingerprints differ), another rank, or other vectors.
+A network trained with ``--base mean`` predicts residuals over the FVT mean of each token's
+source pieces (rows = mean + residual), so it starts from ``mean`` and learns what word vectors
+add to it.
 Without it, ``--vectors FILE`` trains one on the fly with the ``hypernet train`` defaults (and
 ``--rank`` / ``--steps``), in a temporary directory. A model with an untied head needs a
 hypernetwork that predicts the head too (``--matrix auto``, the default); several ``--hypernet``
@@ -37,12 +40,15 @@ class HyperOfaConfig:
     rank: str | None = field(default=None, metadata={"help": "factorization rank for on-the-fly training (default 100); with --hypernet: must match it"})
     steps: int = field(default=600, metadata={"help": "optimizer steps for on-the-fly training (early stopping applies)"})
     hidden: int = field(default=256, metadata={"help": "BiLSTM hidden size for on-the-fly training"})
+    base: str = field(default="none", metadata={"help": "on-the-fly training: none (predict rows, the paper's) | mean (predict the residual over the FVT mean); a saved --hypernet carries its own"})
 
     def __post_init__(self) -> None:
         if self.rank is not None and self.rank != "full" and not (str(self.rank).isdigit() and int(self.rank) > 0):
             raise ValueError(f"rank must be a positive integer or 'full', not {self.rank!r}")
         if self.steps < 1 or self.hidden < 1:
             raise ValueError("steps and hidden must be at least 1")
+        if self.base not in ("none", "mean"):
+            raise ValueError(f"base must be none or mean, not {self.base!r}")
 
 
 def _hypernets(ctx: InitContext, config: HyperOfaConfig) -> list:
@@ -61,7 +67,8 @@ def _hypernets(ctx: InitContext, config: HyperOfaConfig) -> list:
         raise VocadaptError("hyperofa needs --hypernet DIR (from `vocadapt hypernet train`) or --vectors FILE to train one on the fly")
     if ctx.source_model is None:
         raise VocadaptError("hyperofa: training on the fly needs the source model directory")
-    hc = HypernetConfig(vectors=config.vectors, rank=config.rank or "100", steps=config.steps, hidden=config.hidden, seed=ctx.seed)
+    hc = HypernetConfig(vectors=config.vectors, rank=config.rank or "100", steps=config.steps, hidden=config.hidden, seed=ctx.seed,
+                        base=config.base)
     with tempfile.TemporaryDirectory(prefix="vocadapt-hypernet-") as tmp:
         log.info("hyperofa: training a hypernetwork on the fly (save one with `vocadapt hypernet train` to reuse it)")
         result = train_hypernet(ctx.source_model, Path(tmp) / "run", hc)
@@ -120,6 +127,29 @@ def hyperofa_init(ctx: InitContext, source: torch.Tensor, config: HyperOfaConfig
         )
     sets, ok = ctx.cached(f"hyperofa/sets/{hn.path}", lambda: _target_sets(ctx, config, hn))
     new = np.asarray(ctx.new_ids, dtype=np.int64)
+    if hn.base == "mean":
+        return _with_base(ctx, source, hn, sets, ok)
     values = hn.predict(sets, new[ok], ctx.matrix, seed=ctx.seed) if ok.any() else torch.zeros(0, source.shape[1])
     log.info("hyperofa: %s: %d of %d new tokens predicted", ctx.matrix, int(ok.sum()), len(new))
     return Rows.subset(values, torch.from_numpy(ok))
+
+
+def _with_base(ctx: InitContext, source: torch.Tensor, hn, sets, has_words: np.ndarray) -> Rows:
+    """A ``--base mean`` network: rows = FVT mean of the token's pieces + the predicted residual.
+
+    A token with pieces but no word gets its mean alone (the residual's best guess without a
+    signal is the network's, but it has no input; zero keeps it at ``mean``); a token without
+    pieces has nothing to add a residual to and goes to the fallback.
+    """
+    from vocadapt.init.context import combine_rows
+
+    new = np.asarray(ctx.new_ids, dtype=np.int64)
+    base = combine_rows(source, ctx.decompositions)
+    has_base = base.ok.numpy()
+    both = has_words & has_base
+    values = base.values.clone()
+    if both.any():
+        values[torch.from_numpy(both)] += hn.predict(sets, new[both], ctx.matrix, seed=ctx.seed)
+    log.info("hyperofa: %s: %d of %d new tokens got FVT mean + predicted residual, %d the mean alone (no word)",
+             ctx.matrix, int(both.sum()), len(new), int((has_base & ~has_words).sum()))
+    return Rows(values, base.ok)

@@ -127,48 +127,13 @@ def common_tokens(ctx: InitContext) -> np.ndarray:
 
 
 def sub_pieces(ctx: InitContext, target_ids: np.ndarray) -> list[list[int]]:
-    """Source ids that spell each common token *without* the token itself.
-
-    A copied token re-encodes to itself, which would make the FVT mean a perfect (leaked)
-    feature in training and a different one at prediction time. We use the source BPE merge that
-    produced the token (its two parents), else its text split in the middle and each half
-    re-encoded: a multi-piece mean like the ones new tokens get. [] when neither exists.
-    """
-    from vocadapt.tokenizer.align import RawEncoder
-    from vocadapt.tokenizer.canonical import CanonicalToken, tokenizer_json
+    """Source ids that spell each common token *without* the token itself (see
+    :func:`vocadapt.tokenizer.align.leave_one_out_pieces`)."""
+    from vocadapt.tokenizer.align import leave_one_out_pieces
 
     a = ctx.alignment
-    model = tokenizer_json(ctx.source_tokenizer).get("model", {})
-    parents: dict[int, tuple[int, int]] = {}
-    if model.get("type") == "BPE":
-        vocab = model.get("vocab", {})
-        for m in model.get("merges", []):
-            left, right = m.split(" ", 1) if isinstance(m, str) else m
-            merged = vocab.get(left + right)
-            if merged is not None and merged not in parents and left in vocab and right in vocab:
-                parents[merged] = (vocab[left], vocab[right])
-    out: list[list[int]] = [[] for _ in target_ids]
-    halves, where = [], []
-    for i, t in enumerate(target_ids):
-        sid = int(a.copy_from[t])
-        if sid in parents:
-            out[i] = list(parents[sid])
-            continue
-        tok = a.target_tokens[int(t)]
-        try:
-            text = tok.text.decode("utf-8") if tok is not None else ""
-        except UnicodeDecodeError:
-            continue
-        if len(text) >= 2:
-            k = len(text) // 2
-            halves += [CanonicalToken(text[:k].encode(), tok.word_start), CanonicalToken(text[k:].encode(), False)]
-            where.append(i)
-    if halves:
-        enc = RawEncoder(ctx.source_tokenizer).encode_many(halves)
-        for j, i in enumerate(where):
-            left, right = enc[2 * j], enc[2 * j + 1]
-            out[i] = left + right if left and right else []
-    return out
+    return leave_one_out_pieces(ctx.source_tokenizer, [int(a.copy_from[t]) for t in target_ids],
+                                [a.target_tokens[int(t)] for t in target_ids])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -189,6 +190,48 @@ class RawEncoder:
             ids.append(self.vocab[f"{prefix}{text[start:end]}"])
             start = end
         return ids
+
+
+def leave_one_out_pieces(tokenizer: Any, ids: Sequence[int], tokens: Sequence[CanonicalToken | None]) -> list[list[int]]:
+    """Ids of ``tokenizer`` that spell each of its own tokens ``ids`` *without* the token itself.
+
+    A token re-encodes to itself, so its FVT mean would be a perfect (leaked) feature when a
+    method learns from source tokens and a different one when it predicts new tokens. We use
+    the BPE merge that produced the token (its two parents), else its text (``tokens[i]``, the
+    canonical token) split in the middle and each half re-encoded: a multi-piece mean like the
+    ones new tokens get. [] when neither exists. Used by ``regression --base mean`` and the
+    hypernetwork's ``--base mean``.
+    """
+    from vocadapt.tokenizer._common import bpe_merges
+
+    model = tokenizer_json(tokenizer).get("model", {})
+    parents: dict[int, tuple[int, int]] = {}
+    if model.get("type") == "BPE":
+        vocab = model.get("vocab", {})
+        for left, right in bpe_merges(model):
+            merged = vocab.get(left + right)
+            if merged is not None and merged not in parents and left in vocab and right in vocab:
+                parents[merged] = (vocab[left], vocab[right])
+    out: list[list[int]] = [[] for _ in ids]
+    halves, where = [], []
+    for i, (sid, tok) in enumerate(zip(ids, tokens)):
+        if int(sid) in parents:
+            out[i] = list(parents[int(sid)])
+            continue
+        try:
+            text = tok.text.decode("utf-8") if tok is not None else ""
+        except UnicodeDecodeError:
+            continue
+        if len(text) >= 2:
+            k = len(text) // 2
+            halves += [CanonicalToken(text[:k].encode(), tok.word_start), CanonicalToken(text[k:].encode(), False)]
+            where.append(i)
+    if halves:
+        enc = RawEncoder(tokenizer).encode_many(halves)
+        for j, i in enumerate(where):
+            left, right = enc[2 * j], enc[2 * j + 1]
+            out[i] = left + right if left and right else []
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

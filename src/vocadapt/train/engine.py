@@ -258,9 +258,12 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
         raise VocadaptError(f"{task.name}: no trainable parameters")
     if any(not p.requires_grad for p in trainable):
         raise VocadaptError(f"{task.name}: param_groups returned a frozen parameter")
+    # The fused kernel (one pass over param, grad and both moments) where torch has one for these
+    # tensors: on CPU the default is the per-tensor loop, ~130 ms a step on SmolLM2's 28M-row
+    # embedding, the gap that made this engine look slower than `Trainer` (which uses fused).
     optimizer = torch.optim.AdamW(
         groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.weight_decay,
-        foreach=None,
+        fused=_fused_ok(trainable),
     )
     # The scheduler is not prepared: Accelerate would step it once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
@@ -415,6 +418,13 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
     return RunResult(run_dir=run_dir, steps=step, tokens=tokens, seconds=train_seconds,
                      tokens_per_s=run_tokens / max(train_seconds, 1e-9), metrics=metrics,
                      stopped_early=stop and step < config.steps)
+
+
+def _fused_ok(params: list[torch.Tensor]) -> bool | None:
+    """True when torch's fused AdamW supports every parameter (CPU or CUDA, floating point)."""
+    if all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
+        return True
+    return None
 
 
 def _strip_prefix(name: str) -> str:
