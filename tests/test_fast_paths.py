@@ -207,10 +207,12 @@ def test_word_incidence_matches_before(source_models, capitalized):
 
 
 def _train_fasttext(tmp_path, text: bytes, **kw):
-    fasttext = pytest.importorskip("fasttext")
+    pytest.importorskip("fasttext")
+    from vocadapt.vectors.train import train_cbow
+
     path = tmp_path / "corpus.txt"
     path.write_bytes(text)
-    model = fasttext.train_unsupervised(str(path), model="cbow", dim=8, epoch=1, minCount=1, thread=1, verbose=0, **kw)
+    model = train_cbow(path, dim=8, epoch=1, minCount=1, thread=1, **kw)
     out = tmp_path / f"model-{len(kw)}.bin"
     model.save_model(str(out))
     return out

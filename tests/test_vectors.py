@@ -89,3 +89,22 @@ def test_fasttext_training_is_cached_and_small_corpus_fails(tmp_path, monkeypatc
     small.write_text("привет мир\n", encoding="utf-8")
     with pytest.raises(VocadaptError, match="too small"):
         train_token_vectors([small], tok, dim=8, epochs=1, min_count=10, threads=1)
+
+
+def test_fasttext_nan_retries_then_trains_in_a_fresh_process(tmp_path, monkeypatch):
+    """fastText's sporadic in-process NaN: lower rates first, then one attempt in a new process."""
+    fasttext = pytest.importorskip("fasttext")
+    from vocadapt.vectors.train import train_cbow
+
+    text = tmp_path / "c.txt"
+    text.write_text("\n".join(["мир дом домик мир a b c"] * 30) + "\n", encoding="utf-8")
+    rates = []
+
+    def nan(*_, lr, **__):
+        rates.append(lr)
+        raise RuntimeError("Encountered NaN.")
+
+    monkeypatch.setattr(fasttext, "train_unsupervised", nan)
+    model = train_cbow(text, dim=8, epoch=1, minCount=1, thread=1)
+    assert rates == [0.05, 0.025, 0.0125]
+    assert "мир" in model.words and model.get_word_vector("мир").shape == (8,)

@@ -25,6 +25,40 @@ from vocadapt.errors import VocadaptError
 
 log = logging.getLogger("vocadapt")
 
+def train_cbow(text: str | Path, lr: float = 0.05, **kwargs: Any):
+    """``fasttext.train_unsupervised(text, model="cbow", ...)``, robust to its sporadic NaN.
+
+    fastText's SGD can diverge to NaN on a small corpus at its default lr; halving the rate
+    recovers it. It has also failed with NaN at every rate inside one long test process while
+    the same call succeeded in a fresh one (never reproduced in 300 runs alone), so the last
+    attempt runs in a new Python process. Same inputs give the same attempts, so a cache keyed
+    on the inputs stays valid. Raises RuntimeError when every attempt fails.
+    """
+    import fasttext
+
+    kwargs = {"verbose": 0, **kwargs}
+    for _ in range(3):
+        try:
+            return fasttext.train_unsupervised(str(text), model="cbow", lr=lr, **kwargs)
+        except (RuntimeError, ValueError) as e:
+            if "NaN" not in str(e):
+                raise RuntimeError(str(e)) from None
+            lr /= 2
+            log.warning("fastText diverged (NaN); retrying with lr %.4f", lr)
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory(prefix="vocadapt-fasttext-") as tmp:
+        out = Path(tmp) / "model.bin"
+        code = ("import fasttext, json, sys; a = json.loads(sys.argv[1]); "
+                "fasttext.train_unsupervised(a.pop('input'), model='cbow', **a).save_model(sys.argv[2])")
+        args = json.dumps({"input": str(text), "lr": lr, **kwargs})
+        done = subprocess.run([sys.executable, "-c", code, args, str(out)], capture_output=True, text=True)
+        if done.returncode != 0 or not out.is_file():
+            raise RuntimeError((done.stderr.strip().splitlines() or ["fastText failed"])[-1])
+        return fasttext.load_model(str(out))
+
+
 _WS = str.maketrans({c: "\u2423" for c in " \t\n\r\v\f\x00"})  # '␣': fastText splits on these
 
 
@@ -110,23 +144,12 @@ def train_token_vectors(
                 f"(need well over min_count={min_count} occurrences per token type); give more text or lower min_count"
             )
         step(f"fastText: training {dim}-d CBOW vectors on {n_tok} tokens ({epochs} epochs, {threads} threads; cached after)")
-        # fastText's SGD can diverge to NaN on a small corpus at its default lr (0.05); halving
-        # the rate recovers it. Same inputs give the same attempts, so the cache stays valid.
-        model, lr = None, 0.05
-        for attempt in range(3):
-            try:
-                model = fasttext.train_unsupervised(
-                    str(text), model="cbow", dim=dim, epoch=epochs, minCount=min_count, neg=10, lr=lr,
-                    thread=max(1, threads), verbose=0,
-                )
-                break
-            except (RuntimeError, ValueError) as e:
-                if "NaN" not in str(e) or attempt == 2:
-                    raise VocadaptError(
-                        f"fastText could not train on {n_tok} tokens ({e}); the corpus is too small for min_count={min_count}"
-                    ) from None
-                lr /= 2
-                log.warning("fastText diverged (NaN) on %d tokens; retrying with lr %.4f", n_tok, lr)
+        try:
+            model = train_cbow(text, dim=dim, epoch=epochs, minCount=min_count, neg=10, thread=max(1, threads))
+        except RuntimeError as e:
+            raise VocadaptError(
+                f"fastText could not train on {n_tok} tokens ({e}); the corpus is too small for min_count={min_count}"
+            ) from None
         n_words = len(model.words)
         if n_words < 2:
             raise VocadaptError(
