@@ -53,8 +53,7 @@ def main() -> None:
         trainer = Trainer(model=model, args=TrainingArguments(output_dir=tmp, use_cpu=True, report_to=[], disable_tqdm=True))
     phases: dict[str, list[float]] = {k: [] for k in ("batch", "forward", "backward", "clip+optimizer")}
 
-    def clock() -> float:
-        return time.perf_counter()
+    clock = time.perf_counter
 
     def engine(step: int) -> None:
         t0 = clock()

@@ -113,15 +113,11 @@ class SourceData:
     train: np.ndarray
     val: np.ndarray
     vectors_fingerprint: str
-    # --base mean: per matrix, the FVT mean of each source token's leave-one-out pieces (n x d);
-    # the network learns ``coords - base_coords``, the residual's coordinates
+    # what the network learns: ``coords``, or with --base mean the residual's coordinates
+    # ``coords - base @ pinv(P)``, base being per matrix the FVT mean of each source token's
+    # leave-one-out pieces (n x d)
+    target: torch.Tensor
     base: dict[str, torch.Tensor] | None = None
-    base_coords: torch.Tensor | None = None
-
-    @property
-    def target(self) -> torch.Tensor:
-        """What the network learns to predict: coordinates, or the residual's over the base."""
-        return self.coords if self.base_coords is None else self.coords - self.base_coords
 
 
 def prepare_source(model_dir: str | Path, config: HypernetConfig) -> SourceData:
@@ -147,7 +143,7 @@ def prepare_source(model_dir: str | Path, config: HypernetConfig) -> SourceData:
     n_vocab = inc.shape[0]
     rows, blocks, prims, fps = {}, [], {}, {}
     k = 0
-    base, base_blocks, has_base = None, [], np.ones(n_vocab, bool)
+    base, targets, has_base = None, [], np.ones(n_vocab, bool)
     if config.base == "mean":
         from vocadapt.tokenizer.align import leave_one_out_pieces
         from vocadapt.tokenizer.canonical import canonical_vocab
@@ -170,7 +166,8 @@ def prepare_source(model_dir: str | Path, config: HypernetConfig) -> SourceData:
             from vocadapt.init.context import combine_rows
 
             base[m] = combine_rows(source, pieces).values
-            base_blocks.append(base[m] @ torch.linalg.pinv(p))  # its coordinates: P has full row rank
+            f = f - base[m] @ torch.linalg.pinv(p)  # the residual's coordinates: P has full row rank
+        targets.append(f)
     sets = WordSets.from_incidence(inc, vectors)
     cand = np.nonzero(sets.has_words() & has_base)[0]
     specials = special_ids(tok)
@@ -183,8 +180,9 @@ def prepare_source(model_dir: str | Path, config: HypernetConfig) -> SourceData:
     train, val = split_tokens(cand, config.val_fraction, config.seed)
     log.info("hyperofa: %d source tokens with words (%d train, %d validation), k=%d, matrices %s",
              len(cand), len(train), len(val), k, "+".join(matrices))
-    return SourceData(matrices, rows, torch.cat(blocks, dim=1), prims, k, fps, sets, train, val, fingerprint(config.vectors),
-                      base, torch.cat(base_blocks, dim=1) if base is not None else None)
+    coords = torch.cat(blocks, dim=1)
+    return SourceData(matrices, rows, coords, prims, k, fps, sets, train, val, fingerprint(config.vectors),
+                      coords if base is None else torch.cat(targets, dim=1), base)
 
 
 class ReconstructTask(Task):

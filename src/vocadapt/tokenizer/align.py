@@ -20,9 +20,9 @@ Three things every init method needs, computed once here:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -202,7 +202,7 @@ def leave_one_out_pieces(tokenizer: Any, ids: Sequence[int], tokens: Sequence[Ca
     ones new tokens get. [] when neither exists. Used by ``regression --base mean`` and the
     hypernetwork's ``--base mean``.
     """
-    from vocadapt.tokenizer._common import bpe_merges
+    from vocadapt.tokenizer._common import bpe_merges  # local: _common imports this module
 
     model = tokenizer_json(tokenizer).get("model", {})
     parents: dict[int, tuple[int, int]] = {}

@@ -36,6 +36,7 @@ def train_cbow(text: str | Path, lr: float = 0.05, **kwargs: Any):
     """
     import fasttext
 
+    fasttext.FastText.eprint = lambda *a, **k: None  # load_model's notice on stderr
     kwargs = {"verbose": 0, **kwargs}
     for _ in range(3):
         try:
@@ -130,11 +131,8 @@ def train_token_vectors(
         shutil.copyfile(cached, out)
         return Path(out)
 
-    import fasttext
-
     from vocadapt.progress import step
 
-    fasttext.FastText.eprint = lambda *a, **k: None
     with tempfile.TemporaryDirectory(prefix="vocadapt-ft-") as tmp:
         text = Path(tmp) / "tokenized.txt"
         n_docs, n_tok = tokenize_to_file(tokenizer, files, text)
