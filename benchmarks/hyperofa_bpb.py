@@ -58,13 +58,16 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the row training")
-    ap.add_argument("--hn-lr", type=float, default=1e-3, help="peak learning rate of the hypernetwork in the LM stage")
+    ap.add_argument("--hn-lr", type=float, default=1e-2, help="peak learning rate of the hypernetwork in the LM stage (hypernet tune's default)")
     ap.add_argument("--warmup-steps", type=int, default=3)
     ap.add_argument("--trainable", default="new-rows", help="what the row training trains (new-rows | embeddings+head | embeddings)")
-    ap.add_argument("--sample-new", type=int, default=256, help="LM stage: predicted rows outside the batch recomputed per step")
     ap.add_argument("--max-chars", type=int, default=5000, help="held-out characters scored per model (the recipe's eval.max_chars)")
     ap.add_argument("--fallback", default="mean", help="fallback of the inits (the recipe's)")
     ap.add_argument("--hn", default="hn", help="the hypernetwork run under OUT/prepared to compare (default hn)")
+    ap.add_argument("--start", default="base", choices=("base", "network"),
+                    help="LM stage of a --base mean network: base (gate at 0, starts at mean) | network (labelled -nogate)")
+    ap.add_argument("--gate-lr", type=float, default=1e-1, help="LM stage: peak learning rate of the residual gate (hypernet tune's default)")
+    ap.add_argument("--tag", default="", help="suffix of the tuned hypernetwork's label and folder (to compare LM-stage settings)")
     args = ap.parse_args()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -77,16 +80,20 @@ def main() -> None:
 
     source, text = assets.smollm2(), assets.russian_text()
     prepared, work = args.out / "prepared", args.out / "budget"
-    tok, hn, hn_lm = prepared / "tokenizer", prepared / args.hn / "model", prepared / f"{args.hn}-lm"
+    tok, hn = prepared / "tokenizer", prepared / args.hn / "model"
     hyp = "hyperofa" if args.hn == "hn" else f"hyperofa-{args.hn.removeprefix('hn-')}"
+    # a --base mean network's LM stage: gated (default, starts at mean) or from the network's residual
+    gated = json.loads((hn / "hypernet.json").read_text()).get("base", "none") == "mean" and args.start == "base"
+    tuned = (f"{hyp}-gated" if gated else hyp) + args.tag
+    hn_lm = prepared / ((f"{args.hn}-gated" if gated else args.hn) + args.tag + "-lm")
     for need in (tok, hn):
         if not need.exists():
             raise SystemExit(f"missing {need}: make it first (see recipes/learned-inits.yaml)")
     work.mkdir(parents=True, exist_ok=True)
     results_file = work / "results.json"
     res = json.loads(results_file.read_text()) if results_file.exists() else {}
-    settings = {k: getattr(args, k) for k in ("steps", "seq_len", "batch_size", "lr", "hn_lr", "warmup_steps", "trainable",
-                                              "sample_new", "max_chars", "fallback")}
+    settings = {k: getattr(args, k) for k in ("steps", "seq_len", "batch_size", "lr", "warmup_steps", "trainable",
+                                              "max_chars", "fallback")}
     if res.get("settings", settings) != settings:
         raise SystemExit(f"{results_file} holds results for other settings ({res['settings']}); use another OUT or delete it")
     res["settings"] = settings
@@ -123,13 +130,14 @@ def main() -> None:
     hyper = init(hyp, "hyperofa", {"hypernet": [str(hn)]})
     score(hyp, hyper)
 
-    if f"train/{hyp}+lm" not in res:  # the LM stage: only the hypernetwork learns
+    if f"train/{tuned}+lm" not in res:  # the LM stage: only the hypernetwork learns
         if hn_lm.exists():
             raise SystemExit(f"{hn_lm} exists but {results_file} has no record of it: delete it to retrain")
-        r, wall, cpu = timed(lambda: tune_hypernet(hn, hyper, text / "train.txt", hn_lm,
-                                                   LmStageConfig(lr=args.hn_lr, sample_new=args.sample_new, **loop)))
-        note(f"train/{hyp}+lm", {"steps": r.steps, "tokens": r.tokens, "wall_s": wall, "cpu_s": cpu})
-    score(f"{hyp}+lm {n}", init(f"{hyp}-lm", "hyperofa", {"hypernet": [str(hn_lm / "model")]}))
+        stage = LmStageConfig(lr=args.hn_lr, start=args.start, gate_lr=args.gate_lr, **loop)
+        r, wall, cpu = timed(lambda: tune_hypernet(hn, hyper, text / "train.txt", hn_lm, stage))
+        extra = {"hn_lr": args.hn_lr, **({"start": "base", "gate_lr": args.gate_lr} if gated else {})}
+        note(f"train/{tuned}+lm", {"steps": r.steps, "tokens": r.tokens, "wall_s": wall, "cpu_s": cpu, **extra})
+    score(f"{tuned}+lm {n}", init(f"{tuned}-lm", "hyperofa", {"hypernet": [str(hn_lm / "model")]}))
 
     rows = work / f"train-mean-{args.trainable}"
     if "train/mean+rows" not in res:
@@ -147,9 +155,14 @@ def main() -> None:
     print("| model | trains | steps | tokens | train wall s | train CPU s | bpb |")
     print("|---|---|---|---|---|---|---|")
     variants = [k[len("train/"):-len("+lm")] for k in res if k.startswith("train/hyperofa") and k.endswith("+lm")]
-    table = [("mean", "-", None), *((v, "-", None) for v in variants),
+
+    def trains(v: str) -> str:
+        t = res[f"train/{v}+lm"]
+        return f"hypernetwork, lr {t.get('hn_lr', 1e-3):g}" + (f", gate from 0, lr {t['gate_lr']:g}" if t.get("start") == "base" else "")
+
+    table = [("mean", "-", None), *((v, "-", None) for v in variants if f"bpb/{v}" in res),
              (f"mean+rows {n}", f"rows ({args.trainable}), lr {args.lr:g}", tr),
-             *((f"{v}+lm {n}", f"hypernetwork, lr {args.hn_lr:g}", res[f"train/{v}+lm"]) for v in variants)]
+             *((f"{v}+lm {n}", trains(v), res[f"train/{v}+lm"]) for v in variants)]
     for label, what, t in table:
         steps, tokens, wall, cpu = (t["steps"], t["tokens"], t["wall_s"], t["cpu_s"]) if t else ("0", "-", "-", "-")
         print(f"| {label} | {what} | {steps} | {tokens} | {wall} | {cpu} | {res[f'bpb/{label}']['bpb']:.4f} |")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -219,7 +220,7 @@ def test_lm_stage_trains_only_the_hypernetwork(trained, source_models, target_to
         init_embeddings(source_models[CASE], tgt, model, "hyperofa", options={"hypernet": [str(out)]})
     corpus = workdir / "lm-train.txt"
     corpus.write_text("\n\n".join(fx.corpus("ru", 120, seed=21)) + "\n", encoding="utf-8")
-    cfg = LmStageConfig(steps=2, seq_len=32, batch_size=2, eval_every=0, sample_new=8, lr=1e-2, warmup_steps=0, progress=False)
+    cfg = LmStageConfig(steps=2, seq_len=32, batch_size=2, eval_every=0, lr=1e-2, warmup_steps=0, progress=False)
     r = tune_hypernet(out, model, corpus, workdir / "lm-run", cfg, eval_text=fx.corpus("ru", 6, seed=22))
     assert r.steps == 2 and "bpb" in r.metrics
     before, after = load_hypernet(out), load_hypernet(workdir / "lm-run")
@@ -288,6 +289,29 @@ def test_base_mean_predicts_residuals_over_the_fvt_mean(source_models, target_to
 
     corpus = workdir / "lm-base.txt"
     corpus.write_text("\n\n".join(fx.corpus("ru", 120, seed=21)) + "\n", encoding="utf-8")
-    lm = LmStageConfig(steps=2, seq_len=32, batch_size=2, eval_every=0, sample_new=8, lr=1e-2, warmup_steps=0, progress=False)
+    lm = LmStageConfig(steps=2, seq_len=32, batch_size=2, eval_every=0, lr=1e-2, warmup_steps=0, progress=False)
     r = tune_hypernet(out, workdir / "base-init", corpus, workdir / "lm-base-run", lm, eval_text=fx.corpus("ru", 6, seed=22))
-    assert r.steps == 2 and load_hypernet(workdir / "lm-base-run").base == "mean"
+    tuned = load_hypernet(workdir / "lm-base-run")
+    assert r.steps == 2 and tuned.base == "mean"
+    start = tuned.record["lm_stage"]["start"]
+    assert start["from"] == "base" and start["gate_mean_abs"] > 0, "the gate did not move"
+
+    # the gated stage starts exactly at mean, and the saved network (gate folded in) reproduces
+    # the rows the stage ended with: bits per byte at step 0 = mean's, at the end = its init's
+    from transformers import AutoModelForCausalLM
+
+    from vocadapt.evaluate.bpb import bits_per_byte
+
+    held = fx.corpus("ru", 6, seed=22)
+    logged = [json.loads(line) for line in (workdir / "lm-base-run" / "train_log.jsonl").read_text().splitlines()]
+    evals = [e for e in logged if "bpb" in e]
+    assert [e["step"] for e in evals] == [0, 2]
+    init_embeddings(source_models[CASE], tgt, workdir / "base-tuned", "hyperofa", options={"hypernet": [str(workdir / "lm-base-run")]})
+    tok = load_tokenizer(tgt)
+    for model_dir, expected in ((workdir / "base-mean", evals[0]["bpb"]), (workdir / "base-tuned", evals[1]["bpb"])):
+        m = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        assert bits_per_byte(m, tok, held, max_length=lm.seq_len).bits_per_byte == pytest.approx(expected, rel=1e-5)
+    assert evals[1]["bpb"] != evals[0]["bpb"]
+    # start: network is the ungated stage: it starts from the reconstruction's residual
+    free = tune_hypernet(out, workdir / "base-init", corpus, workdir / "lm-free-run", replace(lm, start="network"))
+    assert load_hypernet(free.out_dir).record["lm_stage"]["start"] == {"from": "network"}
