@@ -315,3 +315,32 @@ def test_base_mean_predicts_residuals_over_the_fvt_mean(source_models, target_to
     # start: network is the ungated stage: it starts from the reconstruction's residual
     free = tune_hypernet(out, workdir / "base-init", corpus, workdir / "lm-free-run", replace(lm, start="network"))
     assert load_hypernet(free.out_dir).record["lm_stage"]["start"] == {"from": "network"}
+
+
+def test_init_runs_the_lm_stage_on_request(trained, source_models, target_tokenizers, workdir, capsys):
+    """--tune-steps: init tunes the given network through the model's loss before predicting,
+    records it in the provenance, and leaves the given network untouched."""
+    import factories as fx
+
+    out, _ = trained
+    tgt = target_tokenizers["sentencepiece"]
+    corpus = workdir / "lm-init.txt"
+    corpus.write_text("\n\n".join(fx.corpus("ru", 120, seed=23)) + "\n", encoding="utf-8")
+    before = load_file(str(out / "model" / "hypernet.safetensors"))
+    plain, tuned = workdir / "hyp-init-plain", workdir / "hyp-init-tune"
+    if not plain.exists():
+        init_embeddings(source_models[CASE], tgt, plain, "hyperofa", options={"hypernet": [str(out)]})
+    from vocadapt.cli import main
+
+    main(["init", str(source_models[CASE]), str(tgt), str(tuned), "--method", "hyperofa", "--hypernet", str(out),
+          "--tune-steps", "2", "--tune-corpus", str(corpus)])
+    assert "hyperofa lm stage (input+output): steps=2" in capsys.readouterr().out
+    stats = json.loads((tuned / "vocadapt.json").read_text())["results"]["method_stats"]["hyperofa"]
+    assert [s["steps"] for s in stats.values()] == [2]
+    a = load_file(str(plain / "model.safetensors"))["model.embed_tokens.weight"]
+    b = load_file(str(tuned / "model.safetensors"))["model.embed_tokens.weight"]
+    assert not torch.equal(a, b)
+    after = load_file(str(out / "model" / "hypernet.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(VocadaptError, match="tune_steps needs tune_corpus"):
+        init_embeddings(source_models[CASE], tgt, workdir / "hyp-bad", "hyperofa", options={"hypernet": [str(out)], "tune_steps": 2})

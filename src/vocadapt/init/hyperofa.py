@@ -11,6 +11,9 @@ was trained for another model (matrix fingerprints differ), another rank, or oth
 A network trained with ``--base mean`` predicts residuals over the FVT mean of each token's
 source pieces (rows = mean + residual), so it starts from ``mean`` and learns what word vectors
 add to it.
+``--tune-steps N --tune-corpus FILE...`` runs the LM stage (:mod:`vocadapt.hypernet.lm`) on
+that network before predicting, in a scratch folder (save it with ``vocadapt hypernet tune``
+to reuse it).
 Without it, ``--vectors FILE`` trains one on the fly with the ``hypernet train`` defaults (and
 ``--rank`` / ``--steps``), in a temporary directory. A model with an untied head needs a
 hypernetwork that predicts the head too (``--matrix auto``, the default); several ``--hypernet``
@@ -41,6 +44,8 @@ class HyperOfaConfig:
     steps: int = field(default=600, metadata={"help": "optimizer steps for on-the-fly training (early stopping applies)"})
     hidden: int = field(default=256, metadata={"help": "BiLSTM hidden size for on-the-fly training"})
     base: str = field(default="none", metadata={"help": "on-the-fly training: none (predict rows, the paper's) | mean (predict the residual over the FVT mean); a saved --hypernet carries its own"})
+    tune_steps: int = field(default=0, metadata={"help": "LM stage before predicting: train the hypernetwork N steps through the model's loss on --tune-corpus (`hypernet tune` defaults otherwise; 0: off)"})
+    tune_corpus: list[str] | None = field(default=None, metadata={"help": "target-language text files for the LM stage (--tune-steps)"})
 
     def __post_init__(self) -> None:
         if self.rank is not None and self.rank != "full" and not (str(self.rank).isdigit() and int(self.rank) > 0):
@@ -49,6 +54,10 @@ class HyperOfaConfig:
             raise ValueError("steps and hidden must be at least 1")
         if self.base not in ("none", "mean"):
             raise ValueError(f"base must be none or mean, not {self.base!r}")
+        if self.tune_steps < 0:
+            raise ValueError(f"tune_steps must be 0 or more, not {self.tune_steps}")
+        if self.tune_steps and not self.tune_corpus:
+            raise ValueError("tune_steps needs tune_corpus (target-language text files for the LM stage)")
 
 
 def _hypernets(ctx: InitContext, config: HyperOfaConfig) -> list:
@@ -57,12 +66,17 @@ def _hypernets(ctx: InitContext, config: HyperOfaConfig) -> list:
 
     from vocadapt.hypernet.train import HypernetConfig, load_hypernet, train_hypernet
 
+    if config.tune_steps and ctx.target_dir is None:
+        raise VocadaptError("hyperofa: --tune-steps needs the target tokenizer as a directory (the LM stage loads a model with it)")
     if config.hypernet:
         nets = [load_hypernet(p) for p in config.hypernet]
         for hn in nets:
             if config.rank is not None and str(hn.record["rank_option"]) != str(config.rank) and str(hn.rank) != str(config.rank):
                 raise VocadaptError(f"hyperofa: {hn.path} was trained for rank {hn.record['rank_option']}, not --rank {config.rank}; train one for that rank")
-        return nets
+        if not config.tune_steps:
+            return nets
+        with tempfile.TemporaryDirectory(prefix="vocadapt-hypernet-") as tmp:
+            return [_tuned(ctx, config, hn.path, Path(tmp) / str(i)) for i, hn in enumerate(nets)]
     if not config.vectors:
         raise VocadaptError("hyperofa needs --hypernet DIR (from `vocadapt hypernet train`) or --vectors FILE to train one on the fly")
     if ctx.source_model is None:
@@ -75,7 +89,29 @@ def _hypernets(ctx: InitContext, config: HyperOfaConfig) -> list:
         from vocadapt.hypernet.quality import format_report
 
         log.info("%s", format_report(result.quality))
+        if config.tune_steps:
+            return [_tuned(ctx, config, Path(tmp) / "run" / "model", Path(tmp) / "tune")]
         return [load_hypernet(Path(tmp) / "run")]  # loaded whole into memory before the directory goes
+
+
+def _tuned(ctx: InitContext, config: HyperOfaConfig, hn_dir, work):
+    """``hypernet tune`` in a scratch folder: init with ``hn_dir`` (fallback mean), the LM stage on
+    ``tune_corpus`` for ``tune_steps``, and the tuned network loaded into memory."""
+    from vocadapt.hypernet.lm import LmStageConfig, tune_hypernet
+    from vocadapt.hypernet.train import load_hypernet
+    from vocadapt.init.core import init_embeddings
+
+    options = {"hypernet": [str(hn_dir)], "vectors": config.vectors, "target_langs": config.target_langs}
+    log.info("hyperofa: LM stage, %d steps on %s", config.tune_steps, ", ".join(map(str, config.tune_corpus)))
+    init_embeddings(ctx.source_model, ctx.target_dir, work / "init", "hyperofa", seed=ctx.seed,
+                    options={k: v for k, v in options.items() if v is not None}, fallback="mean")
+    r = tune_hypernet(hn_dir, work / "init", config.tune_corpus, work / "lm", LmStageConfig(steps=config.tune_steps, seed=ctx.seed))
+    tuned = load_hypernet(work / "lm")
+    # keyed like other methods' figures ({method: {part: {figure: value}}}): the part is the LM
+    # stage of the network for these matrices
+    ctx.stats.setdefault("hyperofa", {})[f"lm stage ({'+'.join(tuned.matrices)})"] = {
+        "steps": r.steps, "tokens": r.tokens, "seconds": round(r.seconds, 1), **r.metrics}
+    return tuned
 
 
 def _target_sets(ctx: InitContext, config: HyperOfaConfig, hn):

@@ -63,7 +63,8 @@ CALIBRATE_KEYS = ("from", "instructions", "copy_text")
 EVAL_KEYS = ("tasks", "instruct_tasks", "data")
 # Init options that name input files: validate checks they exist.
 INPUT_PATH_OPTIONS = {
-    "aux_corpus", "aux_vectors", "vectors", "source_vectors", "target_vectors", "dictionary", "features", "hypernet", "helper",
+    "aux_corpus", "aux_vectors", "vectors", "source_vectors", "target_vectors", "dictionary", "features", "features_corpus",
+    "hypernet", "helper", "tune_corpus",
 }
 
 
