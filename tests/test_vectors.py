@@ -108,3 +108,26 @@ def test_fasttext_nan_retries_then_trains_in_a_fresh_process(tmp_path, monkeypat
     model = train_cbow(text, dim=8, epoch=1, minCount=1, thread=1)
     assert rates == [0.05, 0.025, 0.0125]
     assert "мир" in model.words and model.get_word_vector("мир").shape == (8,)
+
+
+def test_fasttext_silent_non_finite_vectors_are_retried(tmp_path, monkeypatch):
+    """fastText sometimes returns NaN/garbage vectors without raising: treated as divergence."""
+    fasttext = pytest.importorskip("fasttext")
+    from vocadapt.vectors.train import train_cbow
+
+    text = tmp_path / "c.txt"
+    text.write_text("\n".join(["мир дом домик мир a b c"] * 30) + "\n", encoding="utf-8")
+    rates = []
+
+    class Broken:
+        def get_input_matrix(self):
+            return np.array([[1.4e-45, float("nan")]], dtype=np.float32)
+
+    def broken(*_, lr, **__):
+        rates.append(lr)
+        return Broken()
+
+    monkeypatch.setattr(fasttext, "train_unsupervised", broken)
+    model = train_cbow(text, dim=8, epoch=1, minCount=1, thread=1)
+    assert rates == [0.05, 0.025, 0.0125]
+    assert np.isfinite(model.get_input_matrix()).all() and "мир" in model.words

@@ -40,12 +40,14 @@ def train_cbow(text: str | Path, lr: float = 0.05, **kwargs: Any):
     kwargs = {"verbose": 0, **kwargs}
     for _ in range(3):
         try:
-            return fasttext.train_unsupervised(str(text), model="cbow", lr=lr, **kwargs)
+            model = fasttext.train_unsupervised(str(text), model="cbow", lr=lr, **kwargs)
+            if _finite(model):
+                return model
         except (RuntimeError, ValueError) as e:
             if "NaN" not in str(e):
                 raise RuntimeError(str(e)) from None
-            lr /= 2
-            log.warning("fastText diverged (NaN); retrying with lr %.4f", lr)
+        lr /= 2
+        log.warning("fastText diverged (NaN); retrying with lr %.4f", lr)
     import subprocess
     import sys
 
@@ -57,7 +59,18 @@ def train_cbow(text: str | Path, lr: float = 0.05, **kwargs: Any):
         done = subprocess.run([sys.executable, "-c", code, args, str(out)], capture_output=True, text=True)
         if done.returncode != 0 or not out.is_file():
             raise RuntimeError((done.stderr.strip().splitlines() or ["fastText failed"])[-1])
-        return fasttext.load_model(str(out))
+        model = fasttext.load_model(str(out))
+        if not _finite(model):
+            raise RuntimeError("fastText produced non-finite vectors at every learning rate tried")
+        return model
+
+
+def _finite(model) -> bool:
+    """Whether every trained vector is finite. fastText does not always raise on divergence: in
+    one CI process a run returned a matrix of NaN and garbage (values like 1.4e-45, 1e10)."""
+    import numpy as np
+
+    return bool(np.isfinite(model.get_input_matrix()).all())
 
 
 _WS = str.maketrans({c: "\u2423" for c in " \t\n\r\v\f\x00"})  # '␣': fastText splits on these
