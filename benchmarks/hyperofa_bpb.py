@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--fallback", default="mean", help="fallback of the inits (the recipe's)")
     ap.add_argument("--hn", default="hn", help="the hypernetwork run under OUT/prepared to compare (default hn)")
     ap.add_argument("--start", default="base", choices=("base", "network"),
-                    help="LM stage of a --base mean network: base (gate at 0, starts at mean) | network (labelled -nogate)")
+                    help="LM stage of a --base mean network: base (gate at 0, starts at mean; labelled -gated) | network")
     ap.add_argument("--gate-lr", type=float, default=1e-1, help="LM stage: peak learning rate of the residual gate (hypernet tune's default)")
     ap.add_argument("--tag", default="", help="suffix of the tuned hypernetwork's label and folder (to compare LM-stage settings)")
     args = ap.parse_args()
@@ -160,7 +160,8 @@ def main() -> None:
         t = res[f"train/{v}+lm"]
         return f"hypernetwork, lr {t.get('hn_lr', 1e-3):g}" + (f", gate from 0, lr {t['gate_lr']:g}" if t.get("start") == "base" else "")
 
-    table = [("mean", "-", None), *((v, "-", None) for v in variants if f"bpb/{v}" in res),
+    inits = [k[len("bpb/"):] for k in res if k.startswith("bpb/hyperofa") and "+lm" not in k]
+    table = [("mean", "-", None), *((v, "-", None) for v in inits),
              (f"mean+rows {n}", f"rows ({args.trainable}), lr {args.lr:g}", tr),
              *((f"{v}+lm {n}", trains(v), res[f"train/{v}+lm"]) for v in variants)]
     for label, what, t in table:

@@ -83,8 +83,9 @@ class LmStage(nn.Module):
         mod = self.llm.get_input_embeddings() if matrix == "input" else self.llm.get_output_embeddings()
         return mod.weight
 
-    def set_base(self, slot: torch.Tensor, base: dict[str, torch.Tensor], gated: bool) -> None:
-        """A ``--base mean`` network: predicted rows are ``base[matrix][slot[token]]`` + residual.
+    def set_base(self, base: dict[str, torch.Tensor], gated: bool) -> None:
+        """A ``--base mean`` network: predicted rows are ``base[matrix]`` (one row per predicted
+        token, in the task's order) + residual.
 
         ``gated``: the residual's coordinates are multiplied by a learned per-coordinate gate
         that starts at 0, so the stage starts exactly at ``mean`` and every step it takes is
@@ -94,20 +95,19 @@ class LmStage(nn.Module):
         it. With the gate at 0 the network's weights get no gradient until the gate moves,
         which is why the gate has its own, larger learning rate (ReZero's trick).
         """
-        self.register_buffer("slot", slot)
         for m in self.matrices:
             self.register_buffer(f"base_{m}", base[m])
         if gated:
             self.gate = nn.Parameter(torch.zeros(self.net.shape.out_dim))
 
-    def rows(self, coords: torch.Tensor, matrix: str, tokens: torch.Tensor) -> torch.Tensor:
-        """(n, d) rows of ``matrix`` for ``tokens`` from (n, out_dim) coordinates: that block @ P (+ base)."""
+    def rows(self, coords: torch.Tensor, matrix: str) -> torch.Tensor:
+        """(n, d) rows of ``matrix`` from the (n, out_dim) coordinates of every predicted token: that block @ P (+ base)."""
         i = self.blocks.index(matrix)
         if hasattr(self, "gate"):
             coords = coords * self.gate
         out = coords[:, i * self.k : (i + 1) * self.k] @ getattr(self, f"p_{matrix}")
-        if hasattr(self, "slot"):
-            out = out + getattr(self, f"base_{matrix}")[self.slot[tokens]]
+        if hasattr(self, f"base_{matrix}"):
+            out = out + getattr(self, f"base_{matrix}")
         return out
 
 
@@ -119,6 +119,7 @@ class LmStageTask(EmbeddingTask):
     def __init__(self, model_dir: Path, hypernet, corpus: list[Path], config: LmStageConfig, eval_texts, run_dir: Path):
         super().__init__(model_dir, corpus, config, eval_texts)
         from vocadapt.hypernet.data import WordSets
+        from vocadapt.hypernet.train import HypernetConfig, validation_batches
         from vocadapt.init.ofa import word_sets
         from vocadapt.provenance import fingerprint
         from vocadapt.tokenizer.align import align_vocabularies
@@ -135,15 +136,19 @@ class LmStageTask(EmbeddingTask):
         self.sets = WordSets.from_incidence(inc, vectors)
         new = np.asarray(a.new_ids, dtype=np.int64)
         owned = self.sets.has_words()[new]
-        self.base: dict[str, torch.Tensor] | None = None
-        if hypernet.base == "mean":
-            # rows = FVT mean of the source pieces (fixed) + the network's residual, as at init
-            pieces = [a.decompositions.get(int(t), []) for t in new]
-            owned &= np.fromiter((len(p) > 0 for p in pieces), dtype=bool, count=len(new))
-            self.base = self._base_rows(hypernet, [p for p, o in zip(pieces, owned) if o])
-        self.predicted = new[owned]  # the rows the hypernetwork owns
-        if len(self.predicted) == 0:
+        if hypernet.base == "mean":  # a residual needs a mean to add to, as at init
+            owned &= np.fromiter((bool(a.decompositions.get(int(t))) for t in new), dtype=bool, count=len(new))
+        if not owned.any():
             raise VocadaptError(f"no new token of {model_dir} has a word in {path}: nothing for the hypernetwork to predict")
+        # The word sample init reads (same seed, same max_words), fixed: the checkpointed
+        # recomputation in the backward pass sees the same inputs as the forward. The rows the
+        # hypernetwork owns are kept in the order of these batches.
+        cfg = HypernetConfig(vectors=hypernet.record["vectors"], max_words=int(hypernet.record["max_words"]), seed=config.seed, progress=False)
+        self.batches = list(validation_batches(self.sets, new[owned], cfg))
+        self.predicted = torch.cat([b.tokens for b in self.batches])
+        # rows = FVT mean of the source pieces (fixed) + the network's residual, as at init
+        self.base = self._base_rows(hypernet, [a.decompositions[int(t)] for t in self.predicted]) if hypernet.base == "mean" else None
+        self.gated = self.base is not None and config.start == "base"
         log.info("hypernet LM stage: %d predicted rows (of %d new tokens)", len(self.predicted), len(new))
 
     @staticmethod
@@ -169,19 +174,12 @@ class LmStageTask(EmbeddingTask):
         net.table.weight.requires_grad_(False)
         model = LmStage(llm, net, self.hn.primitives, self.hn.matrices)
         if self.base is not None:
-            slot = torch.full((len(self.sets.lengths),), -1, dtype=torch.long)
-            slot[torch.from_numpy(self.predicted)] = torch.arange(len(self.predicted))
-            model.set_base(slot, self.base, gated=self.config.start == "base")
-        model = model.to(accelerator.device)
-        from vocadapt.hypernet.train import HypernetConfig, validation_batches
-
-        # the word sample init reads (same seed, same max_words): fixed, so the checkpointed
-        # recomputation in the backward pass sees the same inputs as the forward
-        cfg = HypernetConfig(vectors=self.hn.record["vectors"], max_words=int(self.hn.record["max_words"]), seed=self.config.seed, progress=False)
+            model.set_base(self.base, gated=self.gated)
         dev = accelerator.device
-        self.buckets = [(b.words.to(dev), b.lengths, b.tokens.to(dev)) for b in validation_batches(self.sets, self.predicted, cfg)]
-        self.refresh(model)
-        return model
+        # no refresh here: every step replaces all predicted rows, evaluation and export refresh
+        self.inputs = [(b.words.to(dev), b.lengths) for b in self.batches]
+        self.tokens = self.predicted.to(dev)
+        return model.to(dev)
 
     def param_groups(self, model) -> list[dict]:
         groups = [{"params": [p for p in model.net.parameters() if p.requires_grad], "weight_decay": self.config.weight_decay}]
@@ -219,14 +217,13 @@ class LmStageTask(EmbeddingTask):
         from torch.utils.checkpoint import checkpoint
 
         coords = []
-        for words, lengths, _ in self.buckets:
+        for words, lengths in self.inputs:
             if torch.is_grad_enabled():
                 coords.append(checkpoint(model.net.coordinates, words, lengths, use_reentrant=False))
             else:
                 coords.append(model.net.coordinates(words, lengths))
         c = torch.cat(coords)
-        tok = torch.cat([t for _, _, t in self.buckets])
-        return {m: (tok, model.rows(c, m, tok)) for m in model.matrices}
+        return {m: (self.tokens, model.rows(c, m)) for m in model.matrices}
 
     def loss_sum(self, model: LmStage, micro) -> torch.Tensor:
         dev = model.weight("input").device
@@ -276,7 +273,7 @@ class LmStageTask(EmbeddingTask):
 
         base = super().settings()
         return {**base, "hypernet": fingerprint(self.hn.path / "hypernet.safetensors"),
-                "start": self.config.start if self.base is not None else "network", "gate_lr": self.config.gate_lr}
+                "start": "base" if self.gated else "network", "gate_lr": self.config.gate_lr}
 
     def start_label(self, model: LmStage) -> dict[str, Any]:
         """Where the stage started, and for a gated one how far the gate moved (mean |gate| 0: still mean)."""

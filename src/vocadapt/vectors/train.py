@@ -25,6 +25,7 @@ from vocadapt.errors import VocadaptError
 
 log = logging.getLogger("vocadapt")
 
+
 def train_cbow(text: str | Path, lr: float = 0.05, **kwargs: Any):
     """``fasttext.train_unsupervised(text, model="cbow", ...)``, robust to its sporadic NaN.
 
@@ -32,22 +33,36 @@ def train_cbow(text: str | Path, lr: float = 0.05, **kwargs: Any):
     recovers it. It has also failed with NaN at every rate inside one long test process while
     the same call succeeded in a fresh one (never reproduced in 300 runs alone), so the last
     attempt runs in a new Python process. Same inputs give the same attempts, so a cache keyed
-    on the inputs stays valid. Raises RuntimeError when every attempt fails.
+    on the inputs stays valid. A run that returns non-finite vectors without raising counts as
+    diverged too. Raises RuntimeError when every attempt fails.
     """
     import fasttext
 
     fasttext.FastText.eprint = lambda *a, **k: None  # load_model's notice on stderr
     kwargs = {"verbose": 0, **kwargs}
-    for _ in range(3):
+    for attempt in range(4):
         try:
-            model = fasttext.train_unsupervised(str(text), model="cbow", lr=lr, **kwargs)
+            train = _train_in_process if attempt < 3 else _train_in_subprocess
+            model = train(text, lr, kwargs)
             if _finite(model):
                 return model
         except (RuntimeError, ValueError) as e:
             if "NaN" not in str(e):
                 raise RuntimeError(str(e)) from None
         lr /= 2
-        log.warning("fastText diverged (NaN); retrying with lr %.4f", lr)
+        if attempt < 3:
+            log.warning("fastText diverged (NaN); retrying with lr %.4f%s", lr, " in a new process" if attempt == 2 else "")
+    raise RuntimeError("fastText diverged (NaN) at every learning rate tried")
+
+
+def _train_in_process(text, lr: float, kwargs: dict[str, Any]):
+    import fasttext
+
+    return fasttext.train_unsupervised(str(text), model="cbow", lr=lr, **kwargs)
+
+
+def _train_in_subprocess(text, lr: float, kwargs: dict[str, Any]):
+    import fasttext
     import subprocess
     import sys
 
@@ -59,10 +74,7 @@ def train_cbow(text: str | Path, lr: float = 0.05, **kwargs: Any):
         done = subprocess.run([sys.executable, "-c", code, args, str(out)], capture_output=True, text=True)
         if done.returncode != 0 or not out.is_file():
             raise RuntimeError((done.stderr.strip().splitlines() or ["fastText failed"])[-1])
-        model = fasttext.load_model(str(out))
-        if not _finite(model):
-            raise RuntimeError("fastText produced non-finite vectors at every learning rate tried")
-        return model
+        return fasttext.load_model(str(out))
 
 
 def _finite(model) -> bool:
