@@ -30,6 +30,7 @@ from vocadapt.train.engine import GlobalBatch, OptimConfig, Task
 log = logging.getLogger("vocadapt")
 
 _TRAINABLE = ("embeddings+head", "embeddings", "new-rows")
+_OBJECTIVES = ("lm", "distill", "lm+distill")
 _LAYERS = re.compile(r"^layers:(-?\d+)(,-?\d+)*$")
 
 
@@ -48,6 +49,18 @@ class TrainConfig(OptimConfig):
     text_field: str = field(default="text", metadata={"help": "JSONL field holding the text"})
     heldout_overlap: str = field(default="error", metadata={
         "help": "held-out documents that also occur in the training text: error | drop (score only the others)"})
+    objective: str = field(default="lm", metadata={
+        "help": "loss: lm (next-token) | distill (match the original model's chunk likelihoods, ALM) | lm+distill"})
+    teacher: str = field(default="", metadata={
+        "help": "distillation teacher: the original model with its own tokenizer (default: the model `vocadapt init` started from)"})
+    teacher_dtype: str = field(default="auto", metadata={
+        "help": "teacher weights dtype: auto (bfloat16 on a GPU, float32 on CPU) | float32 | bfloat16 | float16"})
+    distill_loss: str = field(default="binary-kl", metadata={
+        "help": "per-chunk distance: binary-kl (ALM's binarised loss) | abs (|log p_teacher - log p_student|)"})
+    distill_temperature: float = field(default=100.0, metadata={
+        "help": "binary-kl temperature: chunk probabilities exp(logp / T), kept away from 0"})
+    distill_weight: float = field(default=1.0, metadata={
+        "help": "weight of the distillation term in lm+distill (the LM term has weight 1)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,6 +84,22 @@ class TrainConfig(OptimConfig):
             raise ValueError(f"heldout_overlap must be error or drop, not {self.heldout_overlap!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, not {self.dtype!r}")
+        if self.objective not in _OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(_OBJECTIVES)}, not {self.objective!r}")
+        if self.teacher_dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"teacher_dtype must be auto, float32, bfloat16 or float16, not {self.teacher_dtype!r}")
+        from vocadapt.train.distill import DIFFS
+
+        if self.distill_loss not in DIFFS:
+            raise ValueError(f"distill_loss must be one of {', '.join(DIFFS)}, not {self.distill_loss!r}")
+        if not self.distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be above 0, not {self.distill_temperature}")
+        if not self.distill_weight > 0:
+            raise ValueError(f"distill_weight must be above 0, not {self.distill_weight}")
+
+    @property
+    def distills(self) -> bool:
+        return "distill" in self.objective
 
     @property
     def layer_indices(self) -> list[int]:
@@ -147,8 +176,28 @@ class EmbeddingTask(Task):
             check_heldout(self.data, eval_texts)
         self.eval_texts = eval_texts[: config.eval_max_docs]
         self.world = 1
+        self.teacher_dir, self.aligner, self.teacher = None, None, None
+        if config.distills:
+            self._prepare_teacher()
         log.info("training data: %d documents, %d tokens, %d blocks of %d (%.0f%% filled)",
                  self.data.n_docs, self.data.n_tokens, len(self.blocks), config.seq_len, 100 * self.blocks.fill)
+
+    def _prepare_teacher(self) -> None:
+        """Resolve the distillation teacher and build the chunk aligner (the model loads in setup)."""
+        from vocadapt.evaluate.bpb import check_model_dir, start_token_id
+        from vocadapt.tokenizer.load import load_tokenizer
+        from vocadapt.train.distill import ChunkAligner, teacher_dir_from
+
+        teacher = self.config.teacher or teacher_dir_from(self.model_dir)
+        if not teacher:
+            raise VocadaptError(
+                f"--objective {self.config.objective} needs a teacher: {self.model_dir} does not record the model "
+                "`vocadapt init` started from; pass --teacher ORIGINAL_MODEL_DIR"
+            )
+        self.teacher_dir = check_model_dir(teacher)
+        t_tok = load_tokenizer(self.teacher_dir, f"the teacher's tokenizer ({self.teacher_dir})")
+        self.aligner = ChunkAligner(self.tokenizer, t_tok, start_token_id(self.tokenizer), start_token_id(t_tok))
+        log.info("distilling from %s (%s)", self.teacher_dir, self.config.objective)
 
     # -- model --------------------------------------------------------------------------------
     def setup(self, accelerator) -> torch.nn.Module:
@@ -172,6 +221,13 @@ class EmbeddingTask(Task):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         model.train()
+        if self.teacher_dir is not None:
+            dtype = cfg.teacher_dtype
+            if dtype == "auto":
+                dtype = "bfloat16" if accelerator.device.type == "cuda" else "float32"
+            teacher, _ = self._load_model(self.teacher_dir, dtype=dtype)
+            # Frozen and outside the optimizer, DDP and checkpoints: it only scores text.
+            self.teacher = teacher.requires_grad_(False).eval().to(accelerator.device)
         return model.to(accelerator.device)
 
     def _mark_trainable(self, model) -> None:
@@ -209,6 +265,8 @@ class EmbeddingTask(Task):
     def global_batch(self, step: int) -> GlobalBatch:
         cfg = self.config
         idx = self.blocks.block_indices(step * cfg.batch_size, cfg.batch_size, cfg.seed)
+        if cfg.distills:
+            return self._distill_batch(idx)
         full = self.blocks.batch(idx)
         per = cfg.batch_size // (cfg.grad_accum * self.world)
         micro: list[list[Any]] = []
@@ -222,7 +280,59 @@ class EmbeddingTask(Task):
         n_tokens = int((full["labels"] != -100).sum())
         return GlobalBatch(micro=micro, n_items=max(n_items, 1), n_tokens=n_tokens)
 
+    def _distill_batch(self, idx: list[int]) -> GlobalBatch:
+        """Student and teacher encodings of the blocks' text, with aligned chunks (see train.distill).
+
+        Items are chunks for ``distill``, predicted tokens for ``lm+distill`` (whose distillation
+        sum is rescaled so that each term is a mean over its own items)."""
+        cfg = self.config
+        per = cfg.batch_size // (cfg.grad_accum * self.world)
+        spans = self.blocks.spans
+        micro: list[list[Any]] = []
+        for k in range(cfg.grad_accum):
+            row = []
+            for r in range(self.world):
+                a = (k * self.world + r) * per
+                blocks = [self.data.ids[spans[b][0]:spans[b][1]] for b in idx[a:a + per]]
+                row.append({"distill": self.aligner.batch(blocks)})
+            micro.append(row)
+        flat = [m["distill"] for row in micro for m in row]
+        n_chunks = sum(d.n_chunks for d in flat)
+        n_lm = sum(int(d.student.mask[:, 1:].sum()) for d in flat)
+        n_tokens = sum(int(d.student.mask.sum()) for d in flat)
+        if n_chunks == 0:
+            raise VocadaptError("distillation: no text span is a token boundary of both tokenizers in this batch")
+        lm = cfg.objective == "lm+distill"
+        scale = cfg.distill_weight * n_lm / n_chunks if lm else 1.0
+        for m in (m for row in micro for m in row):
+            m["lm"], m["scale"] = lm, scale
+        return GlobalBatch(micro=micro, n_items=max(n_lm if lm else n_chunks, 1), n_tokens=n_tokens)
+
+    def _distill_loss_sum(self, model, micro) -> torch.Tensor:
+        from vocadapt.train.distill import chunk_loss, chunk_sums, token_logprobs
+
+        batch, cfg = micro["distill"], self.config
+        device = next(p for p in model.parameters()).device
+        s_ids = batch.student.ids.to(device)
+        logits = model(input_ids=s_ids).logits
+        student = chunk_sums(token_logprobs(logits, s_ids), batch.student.chunk.to(device), batch.n_chunks)
+        with torch.no_grad():
+            t_ids = batch.teacher.ids.to(device)
+            t_logits = self.teacher(input_ids=t_ids).logits
+            teacher = chunk_sums(token_logprobs(t_logits, t_ids), batch.teacher.chunk.to(device), batch.n_chunks)
+            del t_logits
+        loss = chunk_loss(teacher, student, diff=cfg.distill_loss, temperature=cfg.distill_temperature).sum()
+        loss = loss * micro["scale"]
+        if micro["lm"]:
+            labels = torch.where(batch.student.mask, batch.student.ids, -100).to(device)
+            target = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+            loss = loss + torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100, reduction="sum")
+        return loss
+
     def loss_sum(self, model, micro) -> torch.Tensor:
+        if "distill" in micro:
+            return self._distill_loss_sum(model, micro)
         device = next(p for p in model.parameters()).device
         ids, labels = micro["input_ids"].to(device), micro["labels"].to(device)
         # No attention mask: padding is only at the end of a block and attention is causal, so
@@ -254,8 +364,13 @@ class EmbeddingTask(Task):
         from vocadapt.provenance import fingerprint
 
         cfg = asdict(self.config)
-        keep = ("trainable", "seq_len", "batch_size", "dtype", "gradient_checkpointing", "text_field", "heldout_overlap")
-        return {**{k: cfg[k] for k in keep}, "model": fingerprint(self.model_dir), "data": self.data.key}
+        keep = ("trainable", "seq_len", "batch_size", "dtype", "gradient_checkpointing", "text_field", "heldout_overlap",
+                "objective")
+        out = {**{k: cfg[k] for k in keep}, "model": fingerprint(self.model_dir), "data": self.data.key}
+        if self.config.distills:
+            out.update({k: cfg[k] for k in ("teacher_dtype", "distill_loss", "distill_temperature", "distill_weight")},
+                       teacher=fingerprint(self.teacher_dir))
+        return out
 
 
 def train_embeddings(model_dir: str | Path, corpus, out_dir: str | Path, config: TrainConfig | None = None, *,

@@ -1,0 +1,152 @@
+"""Cross-tokenizer self-distillation (`vocadapt train --objective distill`) on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import factories as fx
+from _traintiny import tiny_lm, write_corpus
+
+from vocadapt.errors import VocadaptError
+from vocadapt.train import TrainConfig, train_embeddings
+from vocadapt.train.distill import ChunkAligner, align_chunks, chunk_loss
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOCADAPT_CACHE", str(tmp_path / "cache"))
+
+
+def small(**kw) -> TrainConfig:
+    base = dict(steps=4, lr=1e-2, warmup_steps=0, seq_len=32, batch_size=4, eval_every=0, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _log(run):
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def _student(tmp_path, teacher_dir, name="student"):
+    """A model with another tokenizer (SentencePiece-style BPE) whose init provenance names ``teacher_dir``."""
+    from vocadapt.provenance import write_provenance
+
+    tok = fx.sentencepiece_bpe(fx.corpus("ru", 200, seed=7), vocab_size=300)
+    path = fx.save_model(fx.tiny_model("llama", len(tok), tied=False, seed=3), tok, tmp_path / name)
+    write_provenance(path, "init", {"method": "mean"}, inputs={"source_model": teacher_dir, "target_tokenizer": path})
+    return path
+
+
+def test_align_chunks_by_common_boundaries():
+    # "abcdef" as student ab|cdef (ends 2, 6) and teacher a|bc|def (ends 1, 3, 6): only 6 is
+    # shared, so one chunk holds every token.
+    s, t, n = align_chunks([2, 6], [1, 3, 6], scored_from_start=True)
+    assert (s, t, n) == ([0, 0], [0, 0, 0], 1)
+    # student ab|c|def, teacher a|bc|def: common ends 3 and 6 -> chunks "abc" and "def".
+    s, t, n = align_chunks([2, 3, 6], [1, 3, 6], scored_from_start=True)
+    assert (s, t, n) == ([0, 0, 1], [0, 0, 1], 2)
+    # Without a start token the first token is unpredicted: its chunk is dropped on both sides.
+    s, t, n = align_chunks([2, 3, 6], [1, 3, 6], scored_from_start=False)
+    assert (s, t) == ([-1, -1, 1], [-1, -1, 1])
+    # Tokens after the last common boundary are not scored.
+    s, t, _ = align_chunks([3, 5], [3, 6], scored_from_start=True)
+    assert s == [0, -1] and t == [0, -1]
+
+
+def test_chunk_loss_zero_only_at_equal_likelihoods():
+    t = torch.tensor([-3.0, -12.0, -0.5])
+    for diff in ("binary-kl", "abs"):
+        assert torch.allclose(chunk_loss(t, t.clone(), diff=diff), torch.zeros(3), atol=1e-7)
+        worse = chunk_loss(t, t - 1.0, diff=diff)
+        better = chunk_loss(t, t + 0.4, diff=diff)
+        assert (worse > 0).all() and (better > 0).all() and torch.isfinite(worse).all()
+    with pytest.raises(VocadaptError, match="unknown distillation loss"):
+        chunk_loss(t, t, diff="kl")
+
+
+def test_aligner_chunks_cover_the_same_text_on_both_sides(tmp_path):
+    teacher = tiny_lm(tmp_path / "t")
+    from vocadapt.evaluate.bpb import start_token_id
+    from vocadapt.tokenizer.load import load_tokenizer
+
+    s_tok = load_tokenizer(_student(tmp_path, teacher), "student")
+    t_tok = load_tokenizer(teacher, "teacher")
+    aligner = ChunkAligner(s_tok, t_tok, start_token_id(s_tok), start_token_id(t_tok))
+    texts = fx.corpus("ru", 6, seed=11)
+    start = start_token_id(s_tok)
+    block = []
+    for text in texts:
+        block += [start] + s_tok(text, add_special_tokens=False)["input_ids"]
+    batch = aligner.batch([block[3:]])  # a block that starts inside a document
+    assert batch.n_chunks > 10
+    for side, tok in ((batch.student, s_tok), (batch.teacher, t_tok)):
+        ids, ch = side.ids[0].tolist(), side.chunk[0].tolist()
+        text_of = {}
+        for c in sorted(set(ch) - {-1}):
+            text_of[c] = tok.decode([i for i, k in zip(ids, ch) if k == c], clean_up_tokenization_spaces=False)
+        side.text_of = text_of
+    # Every scored chunk has tokens on both sides and spells the same text (up to the word marker).
+    assert batch.student.text_of.keys() == batch.teacher.text_of.keys()
+    for c, text in batch.student.text_of.items():
+        assert text.strip() == batch.teacher.text_of[c].strip(), c
+
+
+def test_identical_tokenizers_give_zero_loss_at_step_zero(tmp_path):
+    teacher = tiny_lm(tmp_path / "t")
+    corpus = write_corpus(tmp_path / "train.txt")
+    run = tmp_path / "run"
+    train_embeddings(teacher, corpus, run, small(steps=1, objective="distill", teacher=str(teacher)))
+    (row,) = [r for r in _log(run) if "loss" in r]
+    assert row["loss"] == pytest.approx(0.0, abs=1e-6)
+    # The same run with the LM objective has a real loss: the zero is the distillation's.
+    train_embeddings(teacher, corpus, tmp_path / "lm", small(steps=1))
+    assert [r for r in _log(tmp_path / "lm") if "loss" in r][0]["loss"] > 1.0
+
+
+@pytest.mark.parametrize("objective", ["distill", "lm+distill"])
+def test_gradient_reaches_only_trainable_tensors(tmp_path, objective):
+    from vocadapt.train.engine import _accelerator
+    from vocadapt.train.lm import EmbeddingTask
+
+    teacher = tiny_lm(tmp_path / "t")
+    student = _student(tmp_path, teacher)
+    corpus = write_corpus(tmp_path / "train.txt")
+    # The teacher comes from the student's init provenance: no --teacher needed.
+    task = EmbeddingTask(student, [corpus], small(objective=objective, trainable="embeddings"), None)
+    model = task.setup(_accelerator("no"))
+    batch = task.global_batch(0)
+    loss = task.loss_sum(model, batch.micro[0][0])
+    assert loss.item() > 0
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert grads.pop("model.embed_tokens.weight").abs().sum() > 0
+    assert all(g is None for g in grads.values()), [n for n, g in grads.items() if g is not None]
+    assert all(p.grad is None and not p.requires_grad for p in task.teacher.parameters())
+
+
+def test_distillation_lowers_its_loss_and_records_the_objective(tmp_path):
+    teacher = tiny_lm(tmp_path / "t")
+    student = _student(tmp_path, teacher)
+    corpus = write_corpus(tmp_path / "train.txt")
+    run = tmp_path / "run"
+    train_embeddings(student, corpus, run, small(steps=8, lr=3e-2, objective="distill", trainable="embeddings+head"))
+    losses = [r["loss"] for r in _log(run) if "loss" in r]
+    assert losses[-1] < losses[0]
+    prov = json.loads((run / "model" / "vocadapt.json").read_text())
+    assert prov["config"]["objective"] == "distill"
+    # A resume must keep the objective.
+    with pytest.raises(VocadaptError, match="cannot resume"):
+        train_embeddings(student, corpus, run, small(steps=10, lr=3e-2, objective="lm"), resume=True)
+
+
+def test_distill_without_a_known_teacher_is_one_clear_error(tmp_path):
+    model = tiny_lm(tmp_path / "m")  # not made by `vocadapt init`: no source model on record
+    corpus = write_corpus(tmp_path / "train.txt")
+    with pytest.raises(VocadaptError, match="needs a teacher.*--teacher"):
+        train_embeddings(model, corpus, tmp_path / "run", small(objective="distill"))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="objective must be one of"):
+        small(objective="kd")
