@@ -344,3 +344,17 @@ def test_init_runs_the_lm_stage_on_request(trained, source_models, target_tokeni
     assert all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(VocadaptError, match="tune_steps needs tune_corpus"):
         init_embeddings(source_models[CASE], tgt, workdir / "hyp-bad", "hyperofa", options={"hypernet": [str(out)], "tune_steps": 2})
+
+
+def test_hyperofa_defaults_are_the_measured_best():
+    """`--method hyperofa` without options is the documented best: a residual over the FVT mean,
+    and the 30-step LM stage whenever target text is given (reconstruction alone measured worse
+    than `mean`)."""
+    from vocadapt.init.hyperofa import DEFAULT_TUNE_STEPS, HyperOfaConfig
+
+    assert HyperOfaConfig().base == "mean"
+    assert HyperOfaConfig().tune_steps == 0  # nothing to tune on: a warning says what to pass
+    assert HyperOfaConfig(tune_corpus=["ru.txt"]).tune_steps == DEFAULT_TUNE_STEPS == 30
+    assert HyperOfaConfig(tune_corpus=["ru.txt"], tune_steps=0).tune_steps == 0
+    with pytest.raises(ValueError, match="tune_steps needs tune_corpus"):
+        HyperOfaConfig(tune_steps=5)

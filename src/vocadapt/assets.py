@@ -251,6 +251,93 @@ def english_text() -> Path:
     return _write_split(docs, dest)
 
 
+# Russian documentation Debian ships: user and developer manuals, technical prose unlike the
+# fortunes (jokes, verse, quotes). (package, path of a text file or a folder of HTML pages)
+RUSSIAN_DOCS = (
+    ("debian-faq-ru", "usr/share/doc/debian/FAQ/debian-faq.ru.txt.gz"),
+    ("maint-guide-ru", "usr/share/doc/maint-guide-ru/maint-guide.ru.txt.gz"),
+    ("developers-reference-ru", "usr/share/developers-reference/ru/developers-reference.txt.gz"),
+    ("gimp-help-ru", "usr/share/gimp/2.0/help/ru"),
+)
+_MIN_DOC_CHARS = 200  # shorter pieces are headings, menus and navigation
+
+
+def html_to_text(source: str) -> str:
+    """Visible text of an HTML page, one paragraph per block element (scripts and styles dropped)."""
+    import html.parser
+
+    class Text(html.parser.HTMLParser):
+        BLOCKS = {"p", "div", "li", "dt", "dd", "tr", "h1", "h2", "h3", "h4", "pre", "br", "table", "title"}
+
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts: list[str] = []
+            self.skip = 0
+
+        def handle_starttag(self, tag, attrs):
+            self.skip += tag in ("script", "style")
+            if tag in self.BLOCKS:
+                self.parts.append("\n\n")
+
+        def handle_endtag(self, tag):
+            self.skip -= tag in ("script", "style") and self.skip > 0
+            if tag in self.BLOCKS:
+                self.parts.append("\n\n")
+
+        def handle_data(self, data):
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed(source)
+    paras = (" ".join(p.split()) for p in "".join(parser.parts).split("\n\n"))
+    return "\n\n".join(p for p in paras if p)
+
+
+def _group_paragraphs(text: str, size: int = 1500) -> list[str]:
+    """Cut a long text into documents of about ``size`` characters at paragraph breaks."""
+    docs, cur = [], []
+    for para in (p.strip() for p in text.split("\n\n")):
+        if not para:
+            continue
+        cur.append(para)
+        if sum(map(len, cur)) >= size:
+            docs.append("\n\n".join(cur))
+            cur = []
+    if cur:
+        docs.append("\n\n".join(cur))
+    return docs
+
+
+def russian_docs() -> Path:
+    """Folder with ``train.txt`` / ``heldout.txt`` of Russian technical prose: Debian's Russian FAQ,
+    New Maintainers' Guide, Developer's Reference and the GIMP manual (``RUSSIAN_DOCS``), about
+    1,500 characters a document. Documents that share a long line with the Russian man pages are
+    dropped, so the man pages stay an unseen held-out text."""
+    import gzip
+
+    dest = cache_dir() / "data" / "ru-docs-v1"
+    if dest.exists():
+        return dest
+    from vocadapt.train.data import text_hashes
+
+    docs: list[str] = []
+    for package, rel in RUSSIAN_DOCS:
+        src = debian_package(package) / rel
+        if src.is_dir():
+            for page in sorted(src.glob("*.html")):
+                docs.extend(_group_paragraphs(html_to_text(page.read_text(encoding="utf-8", errors="replace"))))
+        elif src.is_file():
+            docs.extend(_group_paragraphs(gzip.decompress(src.read_bytes()).decode("utf-8", errors="replace")))
+        else:
+            raise VocadaptError(f"{package}: expected documentation at {src}")
+    manpages = (russian_manpages() / "heldout.txt").read_text(encoding="utf-8").split("\n%\n")
+    unseen = {h for d in manpages for h in text_hashes(d)}
+    docs = [d.replace("\n%", "\n %") for d in docs
+            if len(d) >= _MIN_DOC_CHARS and not unseen.intersection(text_hashes(d))]
+    return _write_split(docs, dest)
+
+
 # --------------------------------------------------------------------------------------------
 # Word vectors and a dictionary (for WECHSEL / OFA / HyperOFA)
 # --------------------------------------------------------------------------------------------
@@ -298,7 +385,8 @@ def multilingual_vectors() -> Path:
 
 def fetch_all(include_vectors: bool = False) -> dict[str, Path]:
     """Fetch every default asset and return their paths (used by ``vocadapt assets fetch``)."""
-    out = {"model": smollm2(), "russian_text": russian_text(), "english_text": english_text()}
+    out = {"model": smollm2(), "russian_text": russian_text(), "russian_docs": russian_docs(),
+           "english_text": english_text()}
     if include_vectors:
         out.update(
             russian_vectors=russian_vectors(), english_vectors=english_vectors(), en_ru_dictionary=en_ru_dictionary(),

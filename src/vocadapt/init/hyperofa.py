@@ -35,6 +35,9 @@ from vocadapt.init.registry import register
 log = logging.getLogger("vocadapt")
 
 
+DEFAULT_TUNE_STEPS = 30
+
+
 @dataclass
 class HyperOfaConfig:
     hypernet: list[str] | None = field(default=None, metadata={"help": "hypernetwork directories from `vocadapt hypernet train` (one, or one per matrix)"})
@@ -43,8 +46,8 @@ class HyperOfaConfig:
     rank: str | None = field(default=None, metadata={"help": "factorization rank for on-the-fly training (default 100); with --hypernet: must match it"})
     steps: int = field(default=600, metadata={"help": "optimizer steps for on-the-fly training (early stopping applies)"})
     hidden: int = field(default=256, metadata={"help": "BiLSTM hidden size for on-the-fly training"})
-    base: str = field(default="none", metadata={"help": "on-the-fly training: none (predict rows, the paper's) | mean (predict the residual over the FVT mean); a saved --hypernet carries its own"})
-    tune_steps: int = field(default=0, metadata={"help": "LM stage before predicting: train the hypernetwork N steps through the model's loss on --tune-corpus (`hypernet tune` defaults otherwise; 0: off)"})
+    base: str = field(default="mean", metadata={"help": "on-the-fly training: mean (predict the residual over the FVT mean; measured best) | none (predict rows, the paper's); a saved --hypernet carries its own"})
+    tune_steps: int | None = field(default=None, metadata={"help": "LM stage before predicting: train the hypernetwork N steps through the model's loss on --tune-corpus (default: 30 with --tune-corpus, the measured best; 0: off)"})
     tune_corpus: list[str] | None = field(default=None, metadata={"help": "target-language text files for the LM stage (--tune-steps)"})
 
     def __post_init__(self) -> None:
@@ -54,6 +57,9 @@ class HyperOfaConfig:
             raise ValueError("steps and hidden must be at least 1")
         if self.base not in ("none", "mean"):
             raise ValueError(f"base must be none or mean, not {self.base!r}")
+        if self.tune_steps is None:
+            # The measured best (docs/hyperofa.md): --base mean plus 30 LM-stage steps.
+            self.tune_steps = DEFAULT_TUNE_STEPS if self.tune_corpus else 0
         if self.tune_steps < 0:
             raise ValueError(f"tune_steps must be 0 or more, not {self.tune_steps}")
         if self.tune_steps and not self.tune_corpus:
@@ -66,6 +72,9 @@ def _hypernets(ctx: InitContext, config: HyperOfaConfig) -> list:
 
     from vocadapt.hypernet.train import HypernetConfig, load_hypernet, train_hypernet
 
+    if not config.tune_steps:
+        log.warning("hyperofa without --tune-corpus predicts rows from word vectors alone, which measured worse than "
+                    "`mean` (docs/hyperofa.md); pass --tune-corpus TARGET_TEXT for the LM stage (30 steps by default)")
     if config.tune_steps and ctx.target_dir is None:
         raise VocadaptError("hyperofa: --tune-steps needs the target tokenizer as a directory (the LM stage loads a model with it)")
     if config.hypernet:

@@ -46,7 +46,7 @@ from vocadapt.errors import VocadaptError, did_you_mean
 
 _VAR = re.compile(r"\$\{([a-z_]+)(?:\.([a-z_0-9]+))?\}")
 ASSETS = (
-    "smollm2", "smollm2_twin", "russian_text", "russian_manpages", "english_text", "russian_vectors",
+    "smollm2", "smollm2_twin", "russian_text", "russian_docs", "russian_manpages", "english_text", "russian_vectors",
     "english_vectors", "en_ru_dictionary", "multilingual_vectors",
 )
 TOP_KEYS = (
