@@ -358,3 +358,10 @@ def test_hyperofa_defaults_are_the_measured_best():
     assert HyperOfaConfig(tune_corpus=["ru.txt"], tune_steps=0).tune_steps == 0
     with pytest.raises(ValueError, match="tune_steps needs tune_corpus"):
         HyperOfaConfig(tune_steps=5)
+    # Init warns when the LM stage is off by default, not when it was switched off on purpose.
+    assert HyperOfaConfig().warn_no_lm_stage and not HyperOfaConfig(tune_steps=0).warn_no_lm_stage
+    from vocadapt.errors import VocadaptError
+    from vocadapt.options import parse_options
+
+    with pytest.raises(VocadaptError):  # derived state, not an option
+        parse_options(["--warn-no-lm-stage", "true"], HyperOfaConfig, "hyperofa")

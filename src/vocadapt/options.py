@@ -45,7 +45,8 @@ def _convert(value: str, tp: Any, option: str) -> Any:
 
 def field_types(config_cls: type) -> dict[str, tuple[Any, bool]]:
     hints = typing.get_type_hints(config_cls)
-    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(config_cls)}
+    # Fields with init=False are derived state, not options.
+    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(config_cls) if f.init}
 
 
 def parse_options(args: list[str], config_cls: type, method: str) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def parse_options(args: list[str], config_cls: type, method: str) -> dict[str, A
 def describe(config_cls: type) -> list[tuple[str, str, str]]:
     """(option, default, help) rows for ``vocadapt methods``."""
     rows = []
-    for f in dataclasses.fields(config_cls):
+    for f in (f for f in dataclasses.fields(config_cls) if f.init):
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "required"  # type: ignore[misc]
         )

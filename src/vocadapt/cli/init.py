@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         from vocadapt.errors import VocadaptError, did_you_mean
 
         own = [o for p in ctx.command.params for o in getattr(p, "opts", []) if o.startswith("--")]
-        fields = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(config)}
+        fields = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(config) if f.init}
         for arg in ctx.args:
             name = arg.split("=", 1)[0]
             hint = did_you_mean(name, own) if name.startswith("--") and name not in fields else ""

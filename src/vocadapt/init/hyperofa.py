@@ -49,6 +49,7 @@ class HyperOfaConfig:
     base: str = field(default="mean", metadata={"help": "on-the-fly training: mean (predict the residual over the FVT mean; measured best) | none (predict rows, the paper's); a saved --hypernet carries its own"})
     tune_steps: int | None = field(default=None, metadata={"help": "LM stage before predicting: train the hypernetwork N steps through the model's loss on --tune-corpus (default: 30 with --tune-corpus, the measured best; 0: off)"})
     tune_corpus: list[str] | None = field(default=None, metadata={"help": "target-language text files for the LM stage (--tune-steps)"})
+    warn_no_lm_stage: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.rank is not None and self.rank != "full" and not (str(self.rank).isdigit() and int(self.rank) > 0):
@@ -58,8 +59,10 @@ class HyperOfaConfig:
         if self.base not in ("none", "mean"):
             raise ValueError(f"base must be none or mean, not {self.base!r}")
         if self.tune_steps is None:
-            # The measured best (docs/hyperofa.md): --base mean plus 30 LM-stage steps.
+            # The measured best (docs/hyperofa.md): --base mean plus 30 LM-stage steps. Without
+            # target text there is no LM stage, and init says so (an explicit 0 is a choice).
             self.tune_steps = DEFAULT_TUNE_STEPS if self.tune_corpus else 0
+            self.warn_no_lm_stage = not self.tune_corpus
         if self.tune_steps < 0:
             raise ValueError(f"tune_steps must be 0 or more, not {self.tune_steps}")
         if self.tune_steps and not self.tune_corpus:
@@ -72,7 +75,7 @@ def _hypernets(ctx: InitContext, config: HyperOfaConfig) -> list:
 
     from vocadapt.hypernet.train import HypernetConfig, load_hypernet, train_hypernet
 
-    if not config.tune_steps:
+    if config.warn_no_lm_stage:
         log.warning("hyperofa without --tune-corpus predicts rows from word vectors alone, which measured worse than "
                     "`mean` (docs/hyperofa.md); pass --tune-corpus TARGET_TEXT for the LM stage (30 steps by default)")
     if config.tune_steps and ctx.target_dir is None:

@@ -190,7 +190,7 @@ def demo_recipe_path(quick: bool = False) -> Path:
 
 def build_config(cls: type, raw: dict[str, Any], where: str, extra: tuple[str, ...] = ()) -> Any:
     """``cls(**raw)`` minus the recipe-only ``extra`` keys; unknown keys and bad values get one line."""
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
     for key in raw:
         if key not in fields and key not in extra:
             raise VocadaptError(f"{where}: unknown key {key!r}{did_you_mean(key, sorted(fields | set(extra)))}")
