@@ -82,3 +82,22 @@ def test_gguf_file_is_accepted_as_a_regression_helper(tmp_path):
     s = report.stats["regression"]["input"]
     assert s["common_tokens"] > 40000 and s["feature_dim"] == 576
     assert s["r2_heldout"] > 0.99 and s["cosine_heldout"] > 0.99
+
+
+def test_russian_docs_are_russian_prose_unseen_by_the_manpages():
+    """The broader training text (issue 19): Russian technical manuals, mostly Cyrillic, with no
+    document that shares a line with the held-out man pages."""
+    import numpy as np
+
+    from vocadapt import assets
+    from vocadapt.train.data import text_hashes
+
+    docs = (assets.russian_docs() / "train.txt").read_text(encoding="utf-8").split("\n%\n")
+    assert len(docs) > 1000
+    text = "".join(docs)
+    letters = [c for c in text if c.isalpha()]
+    cyrillic = sum("\u0400" <= c <= "\u04ff" for c in letters)
+    assert len(text) > 2_000_000 and cyrillic / len(letters) > 0.6
+    man = (assets.russian_manpages() / "heldout.txt").read_text(encoding="utf-8").split("\n%\n")
+    man_hashes = np.asarray(sorted({h for d in man for h in text_hashes(d)}), dtype=np.uint64)
+    assert not any(np.isin(np.asarray(text_hashes(d), dtype=np.uint64), man_hashes).any() for d in docs)
