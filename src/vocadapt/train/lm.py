@@ -128,6 +128,16 @@ def decoder_layers(model) -> torch.nn.ModuleList:
     raise VocadaptError(f"{type(model).__name__}: decoder layers not found (looked for layers, h, blocks)")
 
 
+def next_token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed cross entropy of each position's next token; labels -100 are skipped.
+
+    Shift the labels, not the logits: slicing the logits copies a batch x seq x vocab tensor
+    (200 MB at 4 x 256 x 49k) forward and again for its gradient."""
+    target = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100,
+                                             reduction="sum")
+
+
 class EmbeddingTask(Task):
     """Continued pretraining of a causal LM with only the embeddings (and chosen extras) trainable."""
 
@@ -325,9 +335,7 @@ class EmbeddingTask(Task):
         loss = loss * micro["scale"]
         if micro["lm"]:
             labels = torch.where(batch.student.mask, batch.student.ids, -100).to(device)
-            target = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
-            loss = loss + torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100, reduction="sum")
+            loss = loss + next_token_loss_sum(logits, labels)
         return loss
 
     def loss_sum(self, model, micro) -> torch.Tensor:
@@ -337,13 +345,7 @@ class EmbeddingTask(Task):
         ids, labels = micro["input_ids"].to(device), micro["labels"].to(device)
         # No attention mask: padding is only at the end of a block and attention is causal, so
         # it cannot change a real token's output, and SDPA keeps its fast unmasked kernel.
-        logits = model(input_ids=ids).logits
-        # Shift the labels, not the logits: slicing the logits copies a batch x seq x vocab tensor
-        # (200 MB at 4 x 256 x 49k) forward and again for its gradient.
-        target = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
-        return torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100, reduction="sum"
-        )
+        return next_token_loss_sum(model(input_ids=ids).logits, labels)
 
     # -- evaluation and export ------------------------------------------------------------------
     @torch.no_grad()
