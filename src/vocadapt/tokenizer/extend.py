@@ -215,7 +215,7 @@ def extend_json(tj: dict, texts: TextSource, add: int, cfg: ExtendConfig) -> tup
     start after the largest id in use (special and added tokens included). ``texts`` is called
     once per pass over the corpus (re-streamed).
     """
-    from vocadapt.tokenizer.continue_bpe import continue_bpe, unreachable
+    from vocadapt.tokenizer.continue_bpe import check_continuable, continue_bpe, unreachable
 
     if add <= 0:
         raise VocadaptError(f"--add must be a positive number of tokens, not {add}")
@@ -225,6 +225,8 @@ def extend_json(tj: dict, texts: TextSource, add: int, cfg: ExtendConfig) -> tup
         raise VocadaptError(f"a {family} tokenizer cannot be extended (only BPE, Unigram and WordPiece models can)")
     if tj["model"].get("dropout"):
         raise VocadaptError("a BPE tokenizer with dropout cannot be extended deterministically; remove dropout first")
+    if kind == "BPE":
+        check_continuable(tj)  # before the corpus is read
     out = copy.deepcopy(tj)
     start = C.absorb_added_tokens(out)  # validates the id layout; new ids start after every id in use
     taken = set(model_vocab(out))
