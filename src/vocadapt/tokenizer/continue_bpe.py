@@ -230,12 +230,37 @@ def continue_bpe(
         prefix=model.get("continuing_subword_prefix") or "", min_frequency=min_frequency, wanted=wanted,
         forbidden={t["content"] for t in tj.get("added_tokens", [])},
     )
-    for i, t in enumerate(new_tokens, start=start + len(chars)):
-        model["vocab"][t] = i
-    C.set_bpe_merges(model, old_merges + merges)
+    new_tokens, merges, dropped = _drop_unreachable(tj, chars, new_tokens, old_merges, merges, start)
     info = {"merges": {"source": len(old_merges), "new": len(merges), "to_source_tokens": len(merges) - len(new_tokens)},
             "new_characters": len(chars), "distinct_words": len(words)}
+    if dropped:
+        info["dropped_unreachable"] = dropped
     return chars + new_tokens, info
+
+
+def _drop_unreachable(
+    tj: dict, chars: list[str], new_tokens: list[str], old_merges: list[Pair], merges: list[Pair], start: int
+) -> tuple[list[str], list[Pair], int]:
+    """Write the new tokens and merges into ``tj``; drop any new token the model does not produce
+    for its own text, with the merges that make or use it, until none is left. Dropping new
+    merges keeps the extension a continuation (old merges first), so no text gets longer.
+
+    By the rank argument in the module doc this should never drop anything; it is checked
+    because an unreachable token is a dead embedding row that ``init`` would still fill.
+    """
+    model = tj["model"]
+    prefix = model.get("continuing_subword_prefix") or ""
+    base = {t: i for t, i in model["vocab"].items() if i < start + len(chars)}
+    dropped = 0
+    while True:
+        model["vocab"] = {**base, **{t: i for i, t in enumerate(new_tokens, start=start + len(chars))}}
+        C.set_bpe_merges(model, old_merges + merges)
+        lost = set(unreachable(tj, new_tokens))
+        if not lost:
+            return new_tokens, merges, dropped
+        dropped += len(lost)
+        merges = [m for m in merges if not lost.intersection((*m, C.merge_result(*m, prefix)))]
+        new_tokens = [t for t in new_tokens if t not in lost]
 
 
 def unreachable(tj: dict, pieces: Iterable[str]) -> list[str]:
