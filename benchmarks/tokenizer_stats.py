@@ -55,9 +55,8 @@ def main() -> None:
             cfg = TrainConfig(kind=kind, vocab_size=n, like=str(model), show_progress=False)
             run(f"train {kind} {n // 1000}k", lambda o, cfg=cfg: train_tokenizer(train_txt, out=o, config=cfg, overwrite=True))
     for n in (8000, 16000):
-        for order in ("needed-first", "new-first"):
-            cfg = ExtendConfig(add=n, merge_order=order, show_progress=False)
-            run(f"extend +{n // 1000}k {order}", lambda o, cfg=cfg: extend_tokenizer(model, train_txt, out=o, config=cfg, overwrite=True))
+        cfg = ExtendConfig(add=n, show_progress=False)
+        run(f"extend +{n // 1000}k", lambda o, cfg=cfg: extend_tokenizer(model, train_txt, out=o, config=cfg, overwrite=True))
     cfg = OptimizeConfig(keep=16000, add=16000, show_progress=False)
     run("optimize 16k+16k", lambda o: optimize_tokenizer(model, train_txt, out=o, config=cfg, overwrite=True))
 

@@ -189,17 +189,6 @@ def test_extend_keeps_old_ids(tmp_path, corpus, sources, family):
         assert len(new_enc) < len(old_enc)
 
 
-@pytest.mark.parametrize("order", ["needed-first", "new-first", "old-first"])
-def test_extend_merge_orders_bound_english_growth(corpus, sources, order):
-    r = extend_tokenizer(sources["bytelevel"], corpus, config=ExtendConfig(add=80, merge_order=order, show_progress=False))
-    src = C.load_source(sources["bytelevel"]).json
-    from vocadapt.tokenizer.extend import length_change
-
-    change = length_change(src, r["tokenizer_json"], [EN] * 3)
-    if order != "new-first":  # the source's segmentation of English is kept (within a few %)
-        assert change["increase_pct"] <= 5.0, change
-
-
 def test_extend_chat_template_and_specials_carried(tmp_path, corpus, sources):
     r = extend_tokenizer(sources["bytelevel"], corpus, config=ExtendConfig(add=20, show_progress=False), out=tmp_path / "x")
     tok = AutoTokenizer.from_pretrained(r["out"])
@@ -215,8 +204,6 @@ def test_extend_bad_input(tmp_path, corpus, sources):
         extend_tokenizer(sources["wordlevel"], corpus, config=ExtendConfig(add=10), out=tmp_path / "x")
     with pytest.raises(VocadaptError, match="no tokenizer.json"):
         extend_tokenizer(tmp_path, corpus, config=ExtendConfig(add=10), out=tmp_path / "x")
-    with pytest.raises(VocadaptError, match="did you mean"):
-        extend_tokenizer(sources["bytelevel"], corpus, config=ExtendConfig(add=10, merge_order="new-frist"))
     assert not (tmp_path / "x").exists()
 
 

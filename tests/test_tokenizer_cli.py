@@ -52,13 +52,23 @@ def test_cli_train_extend_stats(tmp_path, corpus, capsys):
         (["train", "{c}", "--kind", "bpee", "--out", "{o}"], "did you mean 'bpe'"),
         (["extend", "{t}", "{c}", "--add", "0", "--out", "{o}"], "--add must be a positive"),
         (["train", "{e}", "--out", "{o}"], "corpus is empty"),
+        (["extend", "{t}", "{c}", "--add", "5", "--out", "{o}"], "cannot be extended"),
+        # BPE merges that cannot be continued: a part the vocabulary lacks, a merge of one piece.
+        (["extend", "{b}", "{c}", "--add", "5", "--out", "{o}"], "merge 'a' + 'x' names a piece its vocabulary lacks"),
+        (["extend", "{m}", "{c}", "--add", "5", "--out", "{o}"], "merges are malformed"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, corpus, capsys, args, message):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordLevel", "vocab": {}}}))
     (tmp_path / "e.txt").write_text("\n")
-    argv = ["tokenizer"] + [a.format(c=corpus, o=tmp_path / "o", t=tmp_path / "t", e=tmp_path / "e.txt") for a in args]
+    vocab = {"a": 0, "b": 1, "ab": 2}
+    for name, merges in (("b", [["a", "b"], ["a", "x"]]), ("m", [["a", "b"], ["ab"]])):
+        (tmp_path / name).mkdir()
+        bpe = {"model": {"type": "BPE", "vocab": vocab, "merges": merges}, "added_tokens": []}
+        (tmp_path / name / "tokenizer.json").write_text(json.dumps(bpe))
+    argv = ["tokenizer"] + [a.format(c=corpus, o=tmp_path / "o", t=tmp_path / "t", e=tmp_path / "e.txt",
+                                     b=tmp_path / "b", m=tmp_path / "m") for a in args]
     code, out, err = _cli(argv, capsys)
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1

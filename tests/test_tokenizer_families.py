@@ -249,3 +249,101 @@ def test_cli_bad_layout_is_one_line(layouts, ru_corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and "gives to" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+# --- issue 18: extension never makes text longer, every added token is reachable -------------
+
+# Held-out lines unlike the training corpus: other seeds, English, mixed scripts, probes.
+HELD_OUT = [line for doc in fx.corpus("ru", 150, seed=91) + fx.corpus("mixed", 80, seed=92) + fx.corpus("en", 80, seed=93)
+            + MIXED + fx.MIXED for line in doc.split("\n")]
+BPE_LAYOUTS = [name for name in fx.LAYOUTS if name not in ("bert", "xlm-r")]
+
+
+def _json(path):
+    from vocadapt.tokenizer import _common as C
+
+    return C.load_source(path).json
+
+
+def _longer_lines(src, ext, lines):
+    from vocadapt.tokenizer import _common as C
+
+    old, new = C.build_tokenizer(_json(src)), C.build_tokenizer(ext if isinstance(ext, dict) else _json(ext))
+    a = old.encode_batch(lines, add_special_tokens=False)
+    b = new.encode_batch(lines, add_special_tokens=False)
+    return [(line, x.tokens, y.tokens) for line, x, y in zip(lines, a, b) if len(y.ids) > len(x.ids)]
+
+
+@pytest.fixture(scope="module")
+def bilingual(tmp_path_factory, ru_corpus):
+    """Sources that already read some Russian (as Llama-3, Qwen, Gemma do), extended further.
+
+    Their own Russian merges are what a separately trained, appended BPE conflicts with: with
+    the pre-issue-18 extend the Llama-2 layout made 210 of 380 held-out lines longer.
+    """
+    root = tmp_path_factory.mktemp("bilingual")
+    texts = fx.corpus("en", 300) + fx.corpus("ru", 60, seed=5) + fx.corpus("mixed", 100, seed=1)
+    out = {}
+    for name in fx.LAYOUTS:
+        src = fx.layout_model(name, root / name, texts)
+        out[name] = (src, extend_tokenizer(src, [ru_corpus], config=ExtendConfig(add=150, show_progress=False)))
+    return out
+
+
+@pytest.mark.parametrize("layout", list(fx.LAYOUTS))
+@pytest.mark.parametrize("source_reads_russian", [False, True])
+def test_extend_never_longer_and_all_reachable(layout, source_reads_russian, layouts, extended, bilingual, ru_corpus):
+    """Line by line, on the training corpus and on held-out text: BPE layouts by construction
+    (continued BPE), WordPiece/Unigram because extend verifies every corpus word."""
+    from vocadapt.tokenizer.continue_bpe import unreachable
+
+    src, r = bilingual[layout] if source_reads_russian else (layouts[layout], extended[layout])
+    assert r["added"] >= 15
+    corpus_lines = [line for line in ru_corpus.read_text(encoding="utf-8").split("\n") if line.strip()]
+    assert _longer_lines(src, r["tokenizer_json"], corpus_lines + HELD_OUT) == []
+    assert unreachable(r["tokenizer_json"], r["new_tokens"]) == []
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# Cyrillic and Latin letters, digits, punctuation, whitespace and an emoji: words the corpus
+# has, pieces of them and nonsense.
+_ALPHABET = "абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВЕКМНОПРСТ" + "abcdefghijklmnopqrstuvwxyzTHE" + "0123456789 .,!?-\n\t'\"«»😀"
+_WORDS = [w for doc in fx.corpus("ru", 30, seed=11) for w in doc.split()][:300]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_extend_bpe_never_longer_property(data, layouts, extended, bilingual):
+    """Any text, not only corpus text: the guarantee of continued BPE on every BPE layout."""
+    text = data.draw(st.one_of(
+        st.text(alphabet=_ALPHABET, max_size=80),
+        st.lists(st.one_of(st.sampled_from(_WORDS), st.text(alphabet=_ALPHABET, max_size=6)), max_size=12).map(" ".join),
+    ))
+    for layout in BPE_LAYOUTS:
+        assert _longer_lines(layouts[layout], extended[layout]["tokenizer_json"], [text]) == [], layout
+        src, r = bilingual[layout]
+        assert _longer_lines(src, r["tokenizer_json"], [text]) == [], layout
+
+
+def test_stats_reports_unreachable_added(layouts, extended, tmp_path):
+    """`stats` counts appended tokens the model never produces; extend's output has none."""
+    import shutil
+
+    from vocadapt.tokenizer import tokenizer_stats
+
+    good = extended["smollm2"]["out"]
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    tj = json.loads((bad / "tokenizer.json").read_text(encoding="utf-8"))
+    # A multi-character token no merge produces: a dead embedding row.
+    tj["model"]["vocab"]["ĠÐ¶ÑĥÐ¶ÑĥÐ¶Ñĥ"] = n = max(tj["model"]["vocab"].values()) + 1
+    (bad / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False), encoding="utf-8")
+    mapping = json.loads((bad / "vocab_mapping.json").read_text())
+    mapping["new_to_old"].append(None)
+    assert len(mapping["new_to_old"]) == n + 1
+    (bad / "vocab_mapping.json").write_text(json.dumps(mapping))
+    rows = tokenizer_stats([layouts["smollm2"], good, bad], documents=[RUSSIAN])
+    assert "unreachable_added" not in rows[0]  # not an extension: no mapping, no figure
+    assert [r["unreachable_added"] for r in rows[1:]] == [0, 1]

