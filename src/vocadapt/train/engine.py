@@ -190,6 +190,19 @@ def _launched_processes() -> int:
         return 1
 
 
+def _cpu_group() -> bool:
+    """Whether launched processes must be told cpu=True: without a GPU, Accelerate joins them into
+    one (gloo) group only then; otherwise each trains alone as rank 0 of 1, all in one run folder."""
+    return _launched_processes() > 1 and not torch.accelerator.is_available()
+
+
+def process_state():
+    """Accelerate's ``PartialState`` for code that runs before :func:`run` (e.g. main process first)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=_cpu_group())
+
+
 def _accelerator(mixed_precision: str | None):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -200,10 +213,7 @@ def _accelerator(mixed_precision: str | None):
         # keeps one global state and refuses to change it; start it afresh, keeping the process group.
         AcceleratorState._reset_state()
     launched = _launched_processes()
-    # Without a GPU, Accelerate joins launched processes into one group (gloo) only when told
-    # cpu=True; otherwise each process trains alone as rank 0 of 1 and they overwrite one run.
-    cpu = launched > 1 and not torch.accelerator.is_available()
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=_cpu_group())
     if launched > 1 and accelerator.num_processes != launched:
         raise VocadaptError(
             f"{launched} processes were launched (WORLD_SIZE) but Accelerate joined {accelerator.num_processes}; "
