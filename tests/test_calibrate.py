@@ -21,9 +21,12 @@ FAST = dict(steps=4, warmup_steps=0, eval_every=0, batch_size=4, val_examples=2,
 
 @pytest.fixture(scope="module")
 def chat_model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("calib")
+    return _chat_model(tmp_path_factory.mktemp("calib"), tied=False)
+
+
+def _chat_model(root, tied: bool) -> dict:
     tok = fx.byte_level_bpe(fx.corpus("mixed", 300))
-    model_dir = fx.save_model(fx.tiny_model("llama", len(tok), tied=False), tok, root / "model")
+    model_dir = fx.save_model(fx.tiny_model("llama", len(tok), tied=tied), tok, root / "model")
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "OK: " + q[::-1]}]}
             for q in fx.corpus("en", 24, seed=5)]
     data = root / "chat.jsonl"
@@ -127,23 +130,56 @@ def test_chain_train_propagate_calibrate_generate(tmp_path):
     assert gen.n_tokens == 4
 
 
-def test_merged_tensors_reproduce_the_peft_model(chat_model, tmp_path):
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_merged_tensors_reproduce_the_peft_model(tmp_path, tied):
+    """LoRA merged, and the trained embedding and head rows written as trained (not the input's)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from vocadapt.io.checkpoint import Checkpoint, write_checkpoint
     from vocadapt.propagate.calibrate import merged_tensors
 
-    ckpt = Checkpoint(chat_model["model"])
+    ckpt = Checkpoint(_chat_model(tmp_path / "in", tied)["model"])
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(ckpt.path), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
-    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    trained = [model.get_input_embeddings().weight] + ([] if tied else [model.get_output_embeddings().weight])
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
-                p.normal_(0, 0.05)  # B starts at zero: give the adapters an effect
-    model.get_input_embeddings().weight.requires_grad_(True)
-    write_checkpoint(ckpt, tmp_path, merged_tensors(model, ckpt), {})
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)  # B starts at zero: give the adapters an effect
+        for p in trained:  # as training would have moved them
+            p.requires_grad_(True)
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    out = merged_tensors(model, ckpt)
+    names = [ckpt.vocab.input] + ([] if tied else [ckpt.vocab.output])
+    assert (ckpt.vocab.output is None) == tied
+    for name, p in zip(names, trained):
+        assert torch.equal(out[name], p.detach()), name
+    write_checkpoint(ckpt, tmp_path / "out", out, {})
+    written = load_file(tmp_path / "out" / "model.safetensors")
+    assert all(torch.equal(written[name], p.detach()) for name, p in zip(names, trained))
+    assert ("lm_head.weight" in written) != tied
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     ids = torch.tensor([[1, 5, 9, 30, 2]])
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, model.eval()(ids).logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_train_head_writes_the_trained_head(tmp_path, tied):
+    """--train-head: the output holds exactly the head the run trained (its checkpoint's tensor);
+    untied, the input embedding stays the input's; tied, the one shared matrix is the head."""
+    data = _chat_model(tmp_path / "in", tied)
+    cfg = CalibrateConfig(**{**FAST, "steps": 2}, train_head=True, copy_examples=0, target_modules=["q_proj"],
+                          lora_layers=[-1])
+    result = calibrate(data["model"], tmp_path / "run", cfg, instructions=data["data"])
+    before, after = load_file(data["model"] / "model.safetensors"), load_file(result.model_dir / "model.safetensors")
+    # The engine's checkpoint holds the trainable tensors as the optimizer left them.
+    state = load_file(tmp_path / "run" / "checkpoints" / "step-000002" / "model.safetensors")
+    head = "model.embed_tokens.weight" if tied else "lm_head.weight"
+    trained = [v for k, v in state.items() if k.endswith(head)]
+    assert len(trained) == 1, sorted(state)
+    assert torch.equal(after[head], trained[0]) and not torch.equal(after[head], before[head])
+    if not tied:
+        assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
+    assert set(after) == set(before)

@@ -1,4 +1,9 @@
-"""Two CPU processes under `accelerate launch` compute the same run as one process."""
+"""Two CPU processes under `torchrun` compute the same run as one process.
+
+`accelerate launch --cpu --num_processes 2` starts ONE process (its simple launcher expects
+mpirun), and a plain `torchrun` on CPU gave each process a world of its own: this test launches
+two real ranks and checks they formed one group of two.
+"""
 
 from __future__ import annotations
 
@@ -37,15 +42,21 @@ def test_two_processes_equal_one(tmp_path, monkeypatch):
                                        grad_accum=2, progress=False), eval_text=held)
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "VOCADAPT_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vocadapt", "train", str(model), str(corpus),
+    # --standalone: a free port of its own, so that parallel test runs do not collide.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "vocadapt", "train", str(model), str(corpus),
            "--out", str(tmp_path / "two"), "--eval-text", str(held), *common]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads((tmp_path / "two" / "checkpoints" / "step-000003" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2
     train1, eval1 = _log(tmp_path / "one")
     train2, eval2 = _log(tmp_path / "two")
-    assert [r["step"] for r in train2] == [1, 2, 3] and [r["tokens"] for r in train2] == [r["tokens"] for r in train1]
-    for a, b in zip(train1 + eval1, train2 + eval2):
+    # Equal lengths first: zip() below would silently compare only the shorter log.
+    assert [r["step"] for r in train1] == [r["step"] for r in train2] == [1, 2, 3]
+    assert [r["step"] for r in eval1] == [r["step"] for r in eval2] == [0, 3]
+    assert [r["tokens"] for r in train2] == [r["tokens"] for r in train1]
+    for a, b in zip(train1 + eval1, train2 + eval2, strict=True):
         for key in ("loss", "bpb"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6)
@@ -55,3 +66,5 @@ def test_two_processes_equal_one(tmp_path, monkeypatch):
     for name in ca.tensors:
         torch.testing.assert_close(ca.read(name), cb.read(name), rtol=1e-5, atol=1e-6)
     assert "interrupted" not in proc.stderr
+    # The summary table is printed once, by rank 0.
+    assert proc.stdout.count("held-out bits per byte") == 1

@@ -118,6 +118,12 @@ def _crash_file(exc: BaseException) -> Path | None:
         return None
 
 
+def _main_process() -> bool:
+    """Whether this is rank 0 of a `torchrun`/`accelerate launch` (or a plain run): a Ctrl-C
+    reaches every process, and the one line is printed once."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split()) if text else ""
 
@@ -131,13 +137,10 @@ def run_app(app: typer.Typer, argv: list[str] | None, *, debug: bool = False) ->
         command = typer.main.get_command(app)
         command.invoke = _guard(command.invoke)
         rv = command.main(args=argv, standalone_mode=False)
-        # In non-standalone mode click returns Exit codes instead of raising them (``--help``: 0;
-        # a Ctrl-C while parsing: 130).
-        if isinstance(rv, int) and rv:
-            if rv == EXIT_INTERRUPT:
-                print(NOTHING_WRITTEN, file=err)
-            return rv
-        return 0
+        # In non-standalone mode click returns Exit codes instead of raising them (``--help``: 0).
+        # A command that exits with a code has printed its own line; a Ctrl-C is never an exit
+        # code (commands let KeyboardInterrupt through to the branch below), so nothing to add.
+        return rv if isinstance(rv, int) else 0
     except CLICK.exceptions.ClickException as e:
         e.show()
         return e.exit_code
@@ -145,10 +148,12 @@ def run_app(app: typer.Typer, argv: list[str] | None, *, debug: bool = False) ->
         print("aborted", file=err)
         return EXIT_INTERRUPT
     except Interrupted as e:
-        print(_one_line(str(e)), file=err)
+        if _main_process():
+            print(_one_line(str(e)), file=err)
         return EXIT_INTERRUPT
     except KeyboardInterrupt:
-        print(NOTHING_WRITTEN, file=err)
+        if _main_process():
+            print(NOTHING_WRITTEN, file=err)
         return EXIT_INTERRUPT
     except _EXIT as e:
         return int(getattr(e, "exit_code", 0) or 0)

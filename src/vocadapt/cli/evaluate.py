@@ -46,11 +46,18 @@ def eval_cmd(
     if lm_eval:
         from vocadapt.evaluate.lm_eval import run_lm_eval
 
-        for d in model_dirs:
-            res = run_lm_eval(d, [t for t in lm_eval.split(",") if t], out, batch_size=batch_size, limit=limit,
-                              dtype=dtype, include_path=lm_eval_tasks)
-            for task, metrics in res.items():
-                console.print(f"{d.name} {task}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+        done = 0
+        try:
+            for d in model_dirs:
+                res = run_lm_eval(d, [t for t in lm_eval.split(",") if t], out, batch_size=batch_size, limit=limit,
+                                  dtype=dtype, include_path=lm_eval_tasks)
+                done += 1
+                for task, metrics in res.items():
+                    console.print(f"{d.name} {task}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+        except KeyboardInterrupt:
+            if done:  # each model's lm_eval.json is written whole once its tasks finish
+                raise KeyboardInterrupt(f"interrupted; lm-eval results of {done} of {len(model_dirs)} models kept in {out}") from None
+            raise
         return
     from vocadapt.corpus import CorpusStats, read_texts
     from vocadapt.evaluate.runner import EvalConfig, evaluate

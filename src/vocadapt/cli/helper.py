@@ -28,11 +28,7 @@ def register(app: typer.Typer) -> None:
         """Train a small Llama from scratch with TARGET_TOKENIZER on CORPUS (the regression's helper)."""
         from vocadapt.train.helper import train_helper
 
-        try:
-            r = train_helper(target_tokenizer, corpus, out, config, eval_text=eval_text or None, resume=resume)
-        except KeyboardInterrupt as e:
-            typer.echo(str(e), err=True)
-            raise typer.Exit(130) from None
+        r = train_helper(target_tokenizer, corpus, out, config, eval_text=eval_text or None, resume=resume)
         bpb = f", held-out {r.final_bpb:.3f} bits/byte" if r.final_bpb is not None else ""
         typer.echo(f"helper: {r.parameters / 1e6:.1f}M parameters, {r.steps} steps, {r.tokens} tokens in {r.seconds:.0f} s{bpb}")
         typer.echo(f"wrote {r.model_dir}")

@@ -56,11 +56,7 @@ def register(app: typer.Typer) -> None:
         """Short LoRA fine-tune on instruction data plus copy-task examples; merged or kept as an adapter."""
         from vocadapt.propagate import calibrate
 
-        try:
-            result = calibrate(model_dir, out, config, instructions=instructions, copy_text=copy_text, resume=resume)
-        except KeyboardInterrupt as e:
-            typer.echo(str(e), err=True)
-            raise typer.Exit(130) from None
+        result = calibrate(model_dir, out, config, instructions=instructions, copy_text=copy_text, resume=resume)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
         typer.echo(f"calibrated {result.steps} steps on {result.examples}" + (f"; {shown}" if shown else ""))
         typer.echo(f"wrote {result.model_dir}")

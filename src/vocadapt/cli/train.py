@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -30,12 +29,8 @@ def register(app: typer.Typer) -> None:
         """
         from vocadapt.train import train_embeddings
 
-        try:
-            result = train_embeddings(model_dir, corpus, out, config, eval_text=eval_text or None, resume=resume)
-        except KeyboardInterrupt as e:
-            if str(e) and _is_main():
-                typer.echo(str(e), err=True)
-            sys.exit(130)  # not typer.Exit: click would return its code instead of exiting
+        # Ctrl-C: the engine's KeyboardInterrupt names the checkpoint; the CLI contract prints it.
+        result = train_embeddings(model_dir, corpus, out, config, eval_text=eval_text or None, resume=resume)
         if _is_main():
             bpb = "-" if result.final_bpb is None else f"{result.final_bpb:.4f}"
             from rich.console import Console

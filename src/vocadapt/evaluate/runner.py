@@ -200,9 +200,9 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
     """Run ``tasks`` on every model, write ``out`` (see module docstring) and return the summary
     ``{"models": [{"model", "path", "metrics": row, "seconds"}], "tasks": [...]}``.
 
-    ``names`` labels the models (default: their folder names, made unique)."""
-    from vocadapt.evaluate.lm import HFLM
-    from vocadapt.progress import step
+    ``names`` labels the models (default: their folder names, made unique). A Ctrl-C keeps the
+    finished per-task files and says how many (``KeyboardInterrupt``'s message), or, with none
+    finished, removes the folders this call made."""
     from vocadapt.provenance import write_provenance
 
     config = config or EvalConfig()
@@ -226,12 +226,48 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
     for kind in ("choice", "summary", "copy"):
         if kind in tasks:
             find_datasets(inp.data_dir, kind)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)  # only now: every input has been checked
-    rows = []
     if names is not None and len(names) != len(dirs):
         raise VocadaptError(f"{len(names)} names for {len(dirs)} models")
-    for d, name in zip(dirs, names or _unique_names(dirs)):
+    out = Path(out)
+    names = names or _unique_names(dirs)
+    made = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    out.mkdir(parents=True, exist_ok=True)  # only now: every input has been checked
+    written: list[Path] = []
+    try:
+        rows = _evaluate_models(dirs, names, tasks, inp, out, config, on_model_done, written)
+    except KeyboardInterrupt:
+        # Finished per-task files are kept and counted; with none, the folders this call made go,
+        # so that the contract's "nothing written" is true.
+        if written:
+            raise KeyboardInterrupt(
+                f"interrupted; {len(written)} finished task result file(s) kept in {out} (no summary: rerun to finish)"
+            ) from None
+        import shutil
+
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        for p in [out / n for n in names] + made:
+            try:
+                p.rmdir()
+            except OSError:  # not empty (it was there before) or already gone
+                pass
+        raise KeyboardInterrupt from None
+    summary = {"models": rows, "tasks": tasks, "n_docs": len(texts)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(summary_markdown(rows), encoding="utf-8")
+    inputs = {f"model:{r['model']}": r["path"] for r in rows}
+    inputs.update({f"text:{i}": p for i, p in enumerate(text_paths or [])})
+    write_provenance(out, "eval", config, inputs=inputs, results=summary)
+    return summary
+
+
+def _evaluate_models(dirs, names, tasks, inp, out, config, on_model_done, written: list[Path]) -> list[dict]:
+    """Run ``tasks`` on each model; one file per task dataset, appended to ``written`` once whole."""
+    from vocadapt.evaluate.lm import HFLM
+    from vocadapt.progress import step
+
+    rows = []
+    for d, name in zip(dirs, names):
         t0 = time.perf_counter()
         step(f"eval: loading {name} ({d})")
         lm = HFLM.from_dir(d, dtype=config.dtype, name=name, max_length=config.max_length,
@@ -241,8 +277,15 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
             for ds_name, res in TASKS[task](lm, inp).items():
                 res = {"task": task, "dataset": ds_name, "model": str(d), **res}
                 (out / name).mkdir(parents=True, exist_ok=True)
-                (out / name / f"{ds_name}.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n",
-                                                            encoding="utf-8")
+                dest = out / name / f"{ds_name}.json"
+                part = dest.with_name(f".{dest.name}.tmp")  # whole or absent, even on Ctrl-C
+                try:
+                    part.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+                    part.replace(dest)
+                except BaseException:
+                    part.unlink(missing_ok=True)
+                    raise
+                written.append(dest)
                 results[ds_name] = res
         row = {"model": name, "path": str(d), "metrics": headline(results),
                "seconds": round(time.perf_counter() - t0, 1), "chat_template": lm.has_chat_template}
@@ -250,13 +293,7 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
         if on_model_done:
             on_model_done(name, row)
         del lm
-    summary = {"models": rows, "tasks": tasks, "n_docs": len(texts)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "summary.md").write_text(summary_markdown(rows), encoding="utf-8")
-    inputs = {f"model:{r['model']}": r["path"] for r in rows}
-    inputs.update({f"text:{i}": p for i, p in enumerate(text_paths or [])})
-    write_provenance(out, "eval", config, inputs=inputs, results=summary)
-    return summary
+    return rows
 
 
 def columns(rows: list[dict]) -> list[str]:

@@ -23,6 +23,8 @@ directories may be given, one per matrix.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,8 +71,20 @@ class HyperOfaConfig:
             raise ValueError("tune_steps needs tune_corpus (target-language text files for the LM stage)")
 
 
-def _hypernets(ctx: InitContext, config: HyperOfaConfig) -> list:
+@contextmanager
+def _scratch() -> Iterator[str]:
+    """A scratch folder for a hypernetwork trained or tuned inside init. A Ctrl-C there drops the
+    engine's "checkpoint saved in <scratch>" line: the folder is deleted and init writes nothing."""
     import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="vocadapt-hypernet-") as tmp:
+            yield tmp
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt from None
+
+
+def _hypernets(ctx: InitContext, config: HyperOfaConfig) -> list:
     from pathlib import Path
 
     from vocadapt.hypernet.train import HypernetConfig, load_hypernet, train_hypernet
@@ -87,7 +101,7 @@ def _hypernets(ctx: InitContext, config: HyperOfaConfig) -> list:
                 raise VocadaptError(f"hyperofa: {hn.path} was trained for rank {hn.record['rank_option']}, not --rank {config.rank}; train one for that rank")
         if not config.tune_steps:
             return nets
-        with tempfile.TemporaryDirectory(prefix="vocadapt-hypernet-") as tmp:
+        with _scratch() as tmp:
             return [_tuned(ctx, config, hn.path, Path(tmp) / str(i)) for i, hn in enumerate(nets)]
     if not config.vectors:
         raise VocadaptError("hyperofa needs --hypernet DIR (from `vocadapt hypernet train`) or --vectors FILE to train one on the fly")
@@ -95,7 +109,7 @@ def _hypernets(ctx: InitContext, config: HyperOfaConfig) -> list:
         raise VocadaptError("hyperofa: training on the fly needs the source model directory")
     hc = HypernetConfig(vectors=config.vectors, rank=config.rank or "100", steps=config.steps, hidden=config.hidden, seed=ctx.seed,
                         base=config.base)
-    with tempfile.TemporaryDirectory(prefix="vocadapt-hypernet-") as tmp:
+    with _scratch() as tmp:
         log.info("hyperofa: training a hypernetwork on the fly (save one with `vocadapt hypernet train` to reuse it)")
         result = train_hypernet(ctx.source_model, Path(tmp) / "run", hc)
         from vocadapt.hypernet.quality import format_report

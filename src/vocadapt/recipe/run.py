@@ -201,8 +201,12 @@ def run_recipe(r: S.Recipe, *, echo=print, force: tuple[str, ...] = (), only: tu
         try:
             results = ACTIONS[s.kind](s, plan)
         except KeyboardInterrupt as e:
-            msg = str(e) or f"interrupted during {s.id}; finished stages are kept (rerun the recipe to continue)"
-            raise KeyboardInterrupt(msg) from None
+            # The recipe's own line: a stage's ("resume with --resume", "N result files kept")
+            # names options and files of another command; the rerun redoes or resumes the stage.
+            from vocadapt.train.engine import TrainingInterrupted
+
+            where = f"{s.id} at step {e.step} (checkpoint saved; the rerun resumes it)" if isinstance(e, TrainingInterrupted) else s.id
+            raise KeyboardInterrupt(f"interrupted during {where}; finished stages are kept (rerun the recipe to continue)") from None
         results.setdefault("stage_seconds", round(time.perf_counter() - t0, 1))
         write_marker(s, plan, results)
         done.add(s.id)

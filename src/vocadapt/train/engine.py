@@ -21,7 +21,7 @@ import logging
 import math
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,14 @@ class RunResult:
     stopped_early: bool = False
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run`, after the checkpoint of ``step`` was saved in ``checkpoint``."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        super().__init__(f"interrupted at step {step}; checkpoint saved in {checkpoint} (resume with --resume)")
+        self.step, self.checkpoint = step, Path(checkpoint)
+
+
 class Task(abc.ABC):
     """What a training task implements; :func:`run` calls these."""
 
@@ -172,6 +180,29 @@ def _resolve_precision(choice: str) -> str | None:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
+def _launched_processes() -> int:
+    """Processes started by `torchrun` / `accelerate launch --multi_gpu` (their WORLD_SIZE), else 1."""
+    import os
+
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def _cpu_group() -> bool:
+    """Whether launched processes must be told cpu=True: without a GPU, Accelerate joins them into
+    one (gloo) group only then; otherwise each trains alone as rank 0 of 1, all in one run folder."""
+    return _launched_processes() > 1 and not torch.accelerator.is_available()
+
+
+def process_state():
+    """Accelerate's ``PartialState`` for code that runs before :func:`run` (e.g. main process first)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=_cpu_group())
+
+
 def _accelerator(mixed_precision: str | None):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -181,7 +212,14 @@ def _accelerator(mixed_precision: str | None):
         # A second run in the same process with another precision (tests, notebooks): Accelerate
         # keeps one global state and refuses to change it; start it afresh, keeping the process group.
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision)
+    launched = _launched_processes()
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=_cpu_group())
+    if launched > 1 and accelerator.num_processes != launched:
+        raise VocadaptError(
+            f"{launched} processes were launched (WORLD_SIZE) but Accelerate joined {accelerator.num_processes}; "
+            "launch with `torchrun --nproc_per_node N` or `accelerate launch --multi_gpu --num_processes N`"
+        )
+    return accelerator
 
 
 def run_settings(task: Task, config: OptimConfig) -> dict:
@@ -237,7 +275,8 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
     trainable parameters, optimizer, scheduler, RNG, plus ``trainer_state.json`` and the task's
     export in ``model/``) and the final export in ``model/``. With ``resume`` the run continues
     from its latest checkpoint, refusing other settings. Ctrl-C saves a checkpoint and raises
-    ``KeyboardInterrupt`` with the resume hint.
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) with the resume hint; a Ctrl-C during
+    the optimizer update waits for the step to be counted, so checkpoint N holds step N's weights.
     """
     from accelerate.utils import set_seed
 
@@ -279,15 +318,31 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
     accelerator.register_save_state_pre_hook(keep_trainable)
 
     log_path = run_dir / LOG_FILE
+    ctrl_c = _CtrlC(world)
+    ctrl_c.install()
+    try:
+        return _loop(task, config, run_dir, accelerator, model, optimizer, scheduler, trainable, settings, latest,
+                     log_path, ctrl_c)
+    finally:
+        ctrl_c.restore()
+
+
+def _loop(task, config, run_dir, accelerator, model, optimizer, scheduler, trainable, settings, latest, log_path,
+          ctrl_c) -> RunResult:
+    world = accelerator.num_processes
     step, tokens = 0, 0
-    history: dict[str, Any] = {"best": None, "bad_evals": 0}
+    # evaluated_at: the step of the last finished evaluation, so that a resume from a checkpoint
+    # saved during that step's evaluation runs it (absent in checkpoints older than this field).
+    history: dict[str, Any] = {"best": None, "bad_evals": 0, "evaluated_at": None}
     if latest is not None:
         saved = json.loads((latest / STATE_FILE).read_text(encoding="utf-8"))
         accelerator.load_state(str(latest), strict=False)
         step, tokens = int(saved["step"]), int(saved["tokens"])
+        history.pop("evaluated_at")
         history.update(saved.get("history", {}))
         if accelerator.is_main_process:
-            _truncate_log(log_path, step)
+            with ctrl_c.deferred():  # the log is rewritten: not half of it
+                _truncate_log(log_path, step)
         log.info("resumed %s at step %d (%d tokens seen)", run_dir, step, tokens)
     elif accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -296,23 +351,32 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
     metrics: dict[str, float] = dict(history.get("metrics") or {})
     stop = False
 
+    def due(at: int) -> bool:
+        """Whether step ``at`` ends with an evaluation (step 0 is evaluated before training)."""
+        return at == 0 or at == config.steps or bool(config.eval_every and at % config.eval_every == 0)
+
     def evaluate_now() -> bool:
         """Evaluate on the main process, log, and say (on every rank) whether to stop early."""
         nonlocal metrics
         decision: list[Any] = [False, metrics]
         if accelerator.is_main_process:
             with accelerator.autocast():
-                metrics = {k: float(v) for k, v in task.evaluate(accelerator.unwrap_model(model)).items()}
-            if metrics:
-                _append_log(log_path, {"step": step, "tokens": tokens, **metrics})
-            history["metrics"] = metrics
-            if config.patience and "val_loss" in metrics:
-                if history["best"] is None or metrics["val_loss"] < history["best"]:
-                    history["best"], history["bad_evals"] = metrics["val_loss"], 0
-                else:
-                    history["bad_evals"] += 1
-                    decision[0] = history["bad_evals"] >= config.patience
-            decision[1] = metrics
+                found = {k: float(v) for k, v in task.evaluate(accelerator.unwrap_model(model)).items()}
+            # The log row and the bookkeeping together: a resume must not find a logged
+            # evaluation that patience never counted.
+            with ctrl_c.deferred():
+                metrics = found
+                if metrics:
+                    _append_log(log_path, {"step": step, "tokens": tokens, **metrics})
+                history["metrics"] = metrics
+                if config.patience and "val_loss" in metrics:
+                    if history["best"] is None or metrics["val_loss"] < history["best"]:
+                        history["best"], history["bad_evals"] = metrics["val_loss"], 0
+                    else:
+                        history["bad_evals"] += 1
+                        decision[0] = history["bad_evals"] >= config.patience
+                history["evaluated_at"] = step
+                decision[1] = metrics
         if world > 1:
             from accelerate.utils import broadcast_object_list
 
@@ -341,8 +405,6 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
         accelerator.wait_for_everyone()
         return ckpt
 
-    if latest is None:
-        stop = evaluate_now()
     bar = None
     if config.progress and accelerator.is_main_process:
         from tqdm.auto import tqdm
@@ -352,7 +414,17 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
     last_saved = step if latest is not None else -1
     model.train()
     try:
+        if latest is None:
+            stop = evaluate_now()
+        elif due(step) and history.get("evaluated_at", step) != step:
+            # The checkpoint was saved by a Ctrl-C during this step's evaluation: run it now, and
+            # save again at the end (that checkpoint's export has the metrics before it).
+            stop = evaluate_now()
+            last_saved = -1
+        elif config.patience and history["bad_evals"] >= config.patience:
+            stop = True  # the checkpoint was saved by a Ctrl-C after the evaluation that stopped the run
         while step < config.steps and not stop:
+            ctrl_c.boundary(accelerator)
             t0 = time.perf_counter()
             batch = task.global_batch(step)
             if len(batch.micro) != config.grad_accum or any(len(m) != world for m in batch.micro):
@@ -370,54 +442,127 @@ def run(task: Task, config: OptimConfig, run_dir: str | Path, *, resume: bool = 
                 total += loss_sum.detach().double()
             if config.max_grad_norm:
                 accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss = float(accelerator.reduce(total, reduction="sum")) / batch.n_items
-            step += 1
-            tokens += batch.n_tokens
-            run_tokens += batch.n_tokens
-            dt = time.perf_counter() - t0
-            train_seconds += dt
-            if accelerator.is_main_process:
-                tps = run_tokens / max(train_seconds, 1e-9)
-                _append_log(log_path, {"step": step, "loss": loss, "lr": lr, "tokens": tokens,
-                                       "tokens_per_s": tps, "seconds": train_seconds})
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
+            # The update and its count are one: a Ctrl-C between optimizer.step() and step += 1
+            # would save the weights of step N+1 in the checkpoint of step N.
+            with ctrl_c.deferred():
+                lr = optimizer.param_groups[0]["lr"]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss = float(accelerator.reduce(total, reduction="sum")) / batch.n_items
+                step += 1
+                tokens += batch.n_tokens
+                run_tokens += batch.n_tokens
+                dt = time.perf_counter() - t0
+                train_seconds += dt
+                if accelerator.is_main_process:
+                    tps = run_tokens / max(train_seconds, 1e-9)
+                    _append_log(log_path, {"step": step, "loss": loss, "lr": lr, "tokens": tokens,
+                                           "tokens_per_s": tps, "seconds": train_seconds})
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
             if not math.isfinite(loss):
                 raise VocadaptError(f"{task.name}: loss is {loss} at step {step}; lower --lr or check the data")
-            if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
+            if due(step):
                 stop = evaluate_now()
             if config.save_every and step % config.save_every == 0 and step < config.steps:
-                save()
-                last_saved = step
+                with ctrl_c.deferred():
+                    save()
+                    last_saved = step
+        if stop and step < config.steps:
+            log.info("%s: stopped early at step %d (val_loss did not improve in %d evaluations)", task.name, step, config.patience)
+            if not due(step):
+                evaluate_now()
+        ctrl_c.boundary(accelerator)
+        with ctrl_c.deferred():
+            ckpt = save() if step != last_saved else checkpoint_dirs(run_dir)[-1]
+            last_saved = step
+        if accelerator.is_main_process:
+            final = run_dir / "model"
+            tmp = run_dir / ".model.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(ckpt / "model", tmp)
+            with ctrl_c.deferred():
+                if final.exists():
+                    shutil.rmtree(final)
+                tmp.rename(final)
+        accelerator.wait_for_everyone()
     except KeyboardInterrupt:
+        # From here a Ctrl-C is only recorded: the checkpoint below is what the message promises.
+        ctrl_c.close()
         if bar is not None:
             bar.close()
         ckpt = save() if step != last_saved else checkpoint_dirs(run_dir)[-1]
-        raise KeyboardInterrupt(f"interrupted at step {step}; checkpoint saved in {ckpt} (resume with --resume)") from None
+        raise TrainingInterrupted(step, ckpt) from None
     if bar is not None:
         bar.close()
-    if stop and step < config.steps:
-        log.info("%s: stopped early at step %d (val_loss did not improve in %d evaluations)", task.name, step, config.patience)
-        if not (config.eval_every and step % config.eval_every == 0):
-            evaluate_now()
-    ckpt = save() if step != last_saved else checkpoint_dirs(run_dir)[-1]
-    if accelerator.is_main_process:
-        final = run_dir / "model"
-        tmp = run_dir / ".model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(ckpt / "model", tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    accelerator.wait_for_everyone()
     return RunResult(run_dir=run_dir, steps=step, tokens=tokens, seconds=train_seconds,
                      tokens_per_s=run_tokens / max(train_seconds, 1e-9), metrics=metrics,
                      stopped_early=stop and step < config.steps)
+
+
+class _CtrlC:
+    """Ctrl-C (SIGINT) during :func:`run`: at once between updates, never inside one.
+
+    One process: Ctrl-C raises ``KeyboardInterrupt`` at once (the step's forward and backward
+    change no weight), except inside :meth:`deferred` sections (the optimizer update with its
+    step count, a log row with its bookkeeping, a checkpoint), where it is recorded and raised as
+    the section ends. Several processes: it is always recorded, and every rank stops at the next
+    step boundary together (:meth:`boundary`): a rank raising alone would leave the others waiting
+    in a collective, and ranks would save different steps. After :meth:`close` it is only recorded.
+    Installed only over Python's default handler, in the main thread: a process started with
+    SIGINT ignored (a background job) keeps ignoring it.
+    """
+
+    def __init__(self, world: int):
+        self.every_rank = world > 1
+        self.depth = 0
+        self.pending = False
+        self.closing = False
+        self._installed = False
+
+    def install(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+
+    def restore(self) -> None:
+        import signal
+
+        if self._installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self._installed = False
+
+    def close(self) -> None:
+        self.closing = True
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - the signal module's signature
+        if self.depth or self.every_rank or self.closing:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def deferred(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending and not (self.every_rank or self.closing):
+            self.pending = False
+            raise KeyboardInterrupt
+
+    def boundary(self, accelerator) -> None:
+        """Several processes: raise ``KeyboardInterrupt`` on every rank if any rank got a Ctrl-C."""
+        if self.every_rank:
+            flag = torch.tensor(float(self.pending), device=accelerator.device)
+            if float(accelerator.reduce(flag, reduction="sum")) > 0:
+                raise KeyboardInterrupt
 
 
 def _fused_ok(params: list[torch.Tensor]) -> bool | None:

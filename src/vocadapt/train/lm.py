@@ -165,10 +165,10 @@ class EmbeddingTask(Task):
             if isinstance(n_layers, int) and not -n_layers <= i < n_layers:
                 raise VocadaptError(f"--trainable {config.trainable}: layer {i} does not exist (the model has {n_layers})")
         self.corpus_paths = [Path(p) for p in corpus]
-        from accelerate import PartialState
+        from vocadapt.train.engine import process_state
 
         # Under `accelerate launch` the main process tokenizes (and caches) first; the others read the cache.
-        with PartialState().main_process_first():
+        with process_state().main_process_first():
             self.data = tokenize_corpus(self.tokenizer, self.corpus_paths, text_field=config.text_field,
                                         progress=config.progress)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
