@@ -215,7 +215,7 @@ def resolve_run_dir(path: str | Path) -> Path:
 
 
 def _converted_gguf(gguf_file: Path) -> Path:
-    from vocadapt.assets import cache_dir
+    from vocadapt.cache import cache_dir
     from vocadapt.provenance import file_sha256
     from vocadapt.io.gguf import convert_gguf
 

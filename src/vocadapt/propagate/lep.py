@@ -293,7 +293,7 @@ def graft_pieces(out_tok: Any, base_tok: Any, texts: list[str]) -> tuple[dict | 
     {output id: base ids whose mean instruct row it gets}, the grafted token strings, the texts
     that still split differently, e.g. where a new merge crosses a base piece boundary).
     """
-    from vocadapt.tokenizer import _common as C
+    from vocadapt.tokenizer import build as C
     from vocadapt.tokenizer.canonical import tokenizer_json
 
     tj = copy.deepcopy(tokenizer_json(out_tok))  # tokenizer_json's result is cached: edit a copy

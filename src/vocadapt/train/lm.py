@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from vocadapt.errors import VocadaptError
+from vocadapt.model import decoder_layers
 from vocadapt.train.engine import GlobalBatch, OptimConfig, Task
 
 log = logging.getLogger("vocadapt")
@@ -89,23 +90,13 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def decoder_layers(model) -> torch.nn.ModuleList:
-    """The transformer blocks of a causal LM (Llama/Qwen/Mistral ``model.layers``, GPT-2 ``h``, NeoX ``layers``)."""
-    base = getattr(model, model.base_model_prefix, model)
-    for name in ("layers", "h", "blocks"):
-        layers = getattr(base, name, None)
-        if isinstance(layers, torch.nn.ModuleList):
-            return layers
-    raise VocadaptError(f"{type(model).__name__}: decoder layers not found (looked for layers, h, blocks)")
-
-
 class EmbeddingTask(Task):
     """Continued pretraining of a causal LM with only the embeddings (and chosen extras) trainable."""
 
     name = "embeddings"
 
     def __init__(self, model_dir: Path, corpus: list[Path], config: TrainConfig, eval_texts: list[str] | None):
-        from vocadapt.evaluate.bpb import load_model
+        from vocadapt.model import load_model
         from vocadapt.io.checkpoint import Checkpoint
         from vocadapt.train.data import PackedBlocks, check_heldout, overlaps, tokenize_corpus
 
