@@ -303,9 +303,14 @@ def build_tokenizer(tj: dict):
     """A ``tokenizers.Tokenizer`` from JSON data; a malformed edit becomes a clear error."""
     from tokenizers import Tokenizer
 
+    text = json.dumps(tj, ensure_ascii=False)  # outside the try: a value JSON cannot hold is a bug
     try:
-        return Tokenizer.from_str(json.dumps(tj, ensure_ascii=False))
-    except Exception as e:  # the Rust side reports e.g. a merge whose part is not in the vocab
+        return Tokenizer.from_str(text)
+    except Exception as e:  # noqa: BLE001 - narrowed to the tokenizers library's own errors
+        # Its Rust side reports every bad document (a merge whose part is not in the vocabulary,
+        # an unknown component) as a bare Exception; a subclass is something else.
+        if type(e) is not Exception:
+            raise
         raise VocadaptError(f"the edited tokenizer does not load: {e}") from None
 
 
