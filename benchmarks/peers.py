@@ -196,7 +196,7 @@ def bpb(model_dir: Path, docs: int, threads: int) -> float:
     code = (
         "import torch, json, sys; torch.set_num_threads(%d); "
         "from vocadapt import assets; from vocadapt.corpus import read_texts; "
-        "from vocadapt.evaluate.bpb import bits_per_byte, load_model; "
+        "from vocadapt.evaluate.bpb import bits_per_byte; from vocadapt.model import load_model; "
         "texts = read_texts([assets.russian_text() / 'heldout.txt'])[:%d]; "
         "m, t = load_model(%r); print(bits_per_byte(m, t, texts).bits_per_byte)"
     ) % (threads, docs, str(model_dir))

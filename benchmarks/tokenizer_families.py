@@ -41,7 +41,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from vocadapt import assets
 from vocadapt.corpus import read_texts
 from vocadapt.tokenizer import ExtendConfig, TrainConfig, extend_tokenizer, train_tokenizer
-from vocadapt.tokenizer import _common as C
+from vocadapt.tokenizer import build as C
 from vocadapt.tokenizer.canonical import SPIECE_SPACE, detect_family, model_vocab
 from vocadapt.tokenizer.continue_bpe import unreachable
 from vocadapt.tokenizer.load import load_tokenizer

@@ -56,7 +56,8 @@ def init_options(method: str, train: Path) -> tuple[str, dict, str]:
 def main() -> None:
     from vocadapt import assets, init_embeddings
     from vocadapt.corpus import read_texts
-    from vocadapt.evaluate.bpb import bits_per_byte, load_model
+    from vocadapt.evaluate.bpb import bits_per_byte
+    from vocadapt.model import load_model
     from vocadapt.train import TrainConfig, train_embeddings
     from vocadapt.train.plot import plot_runs
 

@@ -82,6 +82,6 @@ def tiny_dir_b(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dir):
-    from vocadapt.evaluate.bpb import load_model
+    from vocadapt.model import load_model
 
     return load_model(tiny_dir)

@@ -66,7 +66,7 @@ def hermetic_cache(tmp_path_factory):
     """Point $VOCADAPT_CACHE at a temporary folder for the whole session, so the suite leaves the
     user's cache untouched: the fetched assets are linked in (the real-asset tests read them, and
     a first fetch still lands in the user's cache), derived files stay in the temporary folder."""
-    from vocadapt.assets import cache_dir
+    from vocadapt.cache import cache_dir
 
     real = cache_dir()
     tmp = tmp_path_factory.mktemp("cache")

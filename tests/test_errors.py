@@ -285,7 +285,7 @@ def test_failed_init_removes_the_folders_it_made(tmp_path, source_models, target
 def test_the_suite_writes_derived_files_only_under_its_temporary_cache(hermetic_cache, tmp_path):
     """conftest's hermetic_cache: fastText models, GGUF conversions, tokenized corpora and error
     logs go to a pytest folder; only the fetched assets are the user's (linked, read)."""
-    from vocadapt.assets import cache_dir
+    from vocadapt.cache import cache_dir
     from vocadapt.vectors.train import train_token_vectors
     import factories as fx
 

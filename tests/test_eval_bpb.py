@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from _evaltiny import make_model, make_tokenizer
 
 from vocadapt.errors import VocadaptError
-from vocadapt.evaluate.bpb import bits_per_byte, encode_document, load_model, rolling_windows
+from vocadapt.evaluate.bpb import bits_per_byte, encode_document, rolling_windows
+from vocadapt.model import load_model
 
 TEXT = "Умный в гору не пойдёт, умный гору обойдёт. The quick brown fox jumps over the lazy dog."
 

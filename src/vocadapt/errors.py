@@ -19,13 +19,3 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def require_path(path, what: str):
-    """Return ``Path(path)`` or raise a one-line error naming what was expected there."""
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.exists():
-        raise VocadaptError(f"{what} not found: {p}")
-    return p

@@ -11,21 +11,30 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import platform
 import sys
+import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 PROVENANCE_FILE = "vocadapt.json"
 
+log = logging.getLogger("vocadapt")
+
 _PACKAGES = ("vocadapt", "torch", "transformers", "tokenizers", "safetensors", "numpy")
 
-# Files whose content identifies a model or tokenizer directory without reading gigabytes of
-# weights: configs and tokenizer files are hashed whole; weight files by their safetensors header
-# (names, shapes, dtypes, offsets) plus the first MiB, which changes whenever the weights do in
-# practice and keeps hashing an 8B checkpoint instant.
+# The files that identify a model or tokenizer directory: configs, tokenizer files and weights.
 _SMALL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+# Files larger than this are hashed through the content-hash cache (:func:`content_sha256`);
+# smaller ones are cheaper to read than to look up.
+_READ_WHOLE_UP_TO = 4 << 20
+_HASH_CACHE_FILE = "file-hashes.sqlite"
+# A file modified this recently may change again within the file system's timestamp granularity
+# without its mtime moving ("racy" timestamps, as git calls them): its hash is not cached.
+_RACY_NS = 2_000_000_000
 
 
 def versions() -> dict[str, str]:
@@ -41,7 +50,10 @@ def versions() -> dict[str, str]:
 
 
 def fingerprint(path: str | Path) -> str:
-    """A short content hash of a file or of a model/tokenizer directory."""
+    """A short hash of the whole content of a file or of a model/tokenizer directory (its configs,
+    tokenizer files and every weight file). Large files are hashed once and then found in the
+    content-hash cache (:func:`content_sha256`), so fingerprinting a multi-GB model again is
+    instant; a change anywhere in a weight file changes the fingerprint."""
     p = Path(path)
     h = hashlib.sha256()
     files = [p] if p.is_file() else sorted(
@@ -49,13 +61,58 @@ def fingerprint(path: str | Path) -> str:
     ) if p.is_dir() else []
     for f in files:
         h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            if f.name in _SMALL_FILES or f.stat().st_size <= (4 << 20):
-                h.update(fh.read())
-            else:
-                h.update(str(f.stat().st_size).encode())
-                h.update(fh.read(1 << 20))
+        if f.stat().st_size <= _READ_WHOLE_UP_TO:
+            h.update(f.read_bytes())  # as fingerprints of small files have always been made
+        else:
+            h.update(f"sha256:{content_sha256(f)}".encode())
     return h.hexdigest()[:16]
+
+
+def content_sha256(path: str | Path) -> str:
+    """sha256 of a file's whole content, cached under the cache folder by (path, device, inode,
+    size, mtime in ns): re-hashing an unchanged multi-GB model costs one ``stat`` and one lookup.
+
+    The cache is one SQLite file, so concurrent processes (``accelerate launch``, parallel
+    recipe stages) read and write it safely, each write a transaction. A file modified within
+    the last two seconds, or one that changed while it was read, is hashed but not cached. When
+    the cache cannot be used (read-only, corrupt), files are simply hashed every time.
+    """
+    p = Path(path).resolve()
+    st = p.stat()
+    if st.st_size <= _READ_WHOLE_UP_TO:
+        return file_sha256(p)
+    ident = (str(p), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    cached = _hash_cache("get", ident)
+    if cached:
+        return cached
+    digest = file_sha256(p)
+    after = p.stat()
+    unchanged = (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) == ident[1:]
+    if unchanged and time.time_ns() - st.st_mtime_ns > _RACY_NS:
+        _hash_cache("put", ident, digest)
+    return digest
+
+
+def _hash_cache(op: str, ident: tuple, digest: str | None = None) -> str | None:
+    """Look up (``get``) or store (``put``) the hash of the file ``ident`` = (path, dev, ino, size, mtime_ns)."""
+    import sqlite3
+    from contextlib import closing
+
+    from vocadapt.cache import cache_dir
+
+    try:
+        with closing(sqlite3.connect(cache_dir() / _HASH_CACHE_FILE, timeout=60)) as db, db:
+            db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, "
+                       "size INTEGER, mtime_ns INTEGER, sha256 TEXT NOT NULL)")
+            if op == "put":  # one row per path: a changed file replaces its stale entry
+                db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", (*ident, digest))
+                return digest
+            row = db.execute("SELECT sha256 FROM hashes WHERE path = ? AND dev = ? AND ino = ? AND size = ? AND mtime_ns = ?",
+                             ident).fetchone()
+            return row[0] if row else None
+    except (sqlite3.Error, OSError) as e:
+        log.debug("content-hash cache unavailable (%s): hashing without it", e)
+        return None
 
 
 def _jsonable(obj: Any) -> Any:

@@ -105,7 +105,7 @@ def setup_logging(debug: bool = False) -> None:
 def _crash_file(exc: BaseException) -> Path | None:
     """Write the traceback under ``$VOCADAPT_CACHE/logs``; None if even that fails."""
     try:
-        from vocadapt.assets import cache_dir
+        from vocadapt.cache import cache_dir
 
         folder = cache_dir() / "logs"
         folder.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,8 @@ def register(app: typer.Typer) -> None:
     @group.command("path")
     def path() -> None:
         """Print the cache folder ($VOCADAPT_CACHE or ~/.cache/vocadapt)."""
-        from vocadapt import assets
+        from vocadapt.cache import cache_dir
 
-        typer.echo(str(assets.cache_dir()))
+        typer.echo(str(cache_dir()))
 
     app.add_typer(group, name="assets")

@@ -38,7 +38,7 @@ def eval_cmd(
 
     from vocadapt.errors import VocadaptError
 
-    from vocadapt.evaluate.bpb import check_model_dir
+    from vocadapt.model import check_model_dir
 
     for d in model_dirs:  # before reading text or creating OUT: the cheapest mistakes first
         check_model_dir(d)

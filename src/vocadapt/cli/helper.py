@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(helper_app, name="helper")
 
     from vocadapt.options import with_config
-    from vocadapt.train.helper import HelperConfig
+    from vocadapt.train.scratch import HelperConfig
 
     @helper_app.command("train")
     @with_config(HelperConfig)
@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         config: HelperConfig = None,
     ) -> None:
         """Train a small Llama from scratch with TARGET_TOKENIZER on CORPUS (the regression's helper)."""
-        from vocadapt.train.helper import train_helper
+        from vocadapt.train.scratch import train_helper
 
         r = train_helper(target_tokenizer, corpus, out, config, eval_text=eval_text or None, resume=resume)
         bpb = f", held-out {r.final_bpb:.3f} bits/byte" if r.final_bpb is not None else ""

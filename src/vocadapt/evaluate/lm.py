@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from vocadapt.evaluate.bpb import document_logprobs, load_model, start_token_id, window_logprobs
+from vocadapt.evaluate.bpb import document_logprobs, window_logprobs
+from vocadapt.model import load_model, start_token_id
 
 
 @dataclass

@@ -210,7 +210,7 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
     dirs = [Path(p) for p in model_dirs]
     if not dirs:
         raise VocadaptError("no model directory given")
-    from vocadapt.evaluate.bpb import check_model_dir
+    from vocadapt.model import check_model_dir
 
     for d in dirs:
         check_model_dir(d)

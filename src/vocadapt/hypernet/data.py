@@ -126,3 +126,13 @@ class BucketedBatches:
 
     def tokens_for(self, step: int) -> np.ndarray:
         return self._batches(step // self.per_epoch)[step % self.per_epoch]
+
+
+def validation_batches(sets: WordSets, tokens: np.ndarray, config, targets: torch.Tensor | None = None, size: int = 256):
+    """Fixed batches of ``tokens`` (no augmentation; a seeded word sample when a set is larger than max_words).
+
+    ``config``: a :class:`~vocadapt.hypernet.train.HypernetConfig` (its ``seed`` and ``max_words``)."""
+    order = tokens[np.argsort(sets.lengths[tokens], kind="stable")]
+    rng = np.random.default_rng([config.seed, 0xE7A1])
+    for s in range(0, len(order), size):
+        yield make_batch(sets, order[s : s + size], rng, config.max_words, 0.0, targets)

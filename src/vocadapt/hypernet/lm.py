@@ -118,8 +118,8 @@ class LmStageTask(EmbeddingTask):
 
     def __init__(self, model_dir: Path, hypernet, corpus: list[Path], config: LmStageConfig, eval_texts, run_dir: Path):
         super().__init__(model_dir, corpus, config, eval_texts)
-        from vocadapt.hypernet.data import WordSets
-        from vocadapt.hypernet.train import HypernetConfig, validation_batches
+        from vocadapt.hypernet.data import WordSets, validation_batches
+        from vocadapt.hypernet.train import HypernetConfig
         from vocadapt.init.ofa import word_sets
         from vocadapt.provenance import fingerprint
         from vocadapt.tokenizer.align import align_vocabularies

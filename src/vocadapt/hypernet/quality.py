@@ -33,7 +33,7 @@ def row_metrics(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
 @torch.no_grad()
 def reconstruction_report(model, data, config) -> dict[str, Any]:
     """{"tokens": n_val, matrix: {"hyperofa": metrics, "ofa": metrics, "rank_k": metrics}}."""
-    from vocadapt.hypernet.train import validation_batches
+    from vocadapt.hypernet.data import validation_batches
     from vocadapt.init._similarity import sparse_combine, topk_softmax
 
     was = model.training

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from vocadapt.errors import VocadaptError
-from vocadapt.hypernet.data import BucketedBatches, SetBatch, WordSets, make_batch, split_tokens
+from vocadapt.hypernet.data import BucketedBatches, SetBatch, WordSets, make_batch, split_tokens, validation_batches
 from vocadapt.hypernet.model import HyperNet, LossWeights, NetShape, set_loss
 from vocadapt.train.engine import GlobalBatch, OptimConfig, Task
 
@@ -250,14 +250,6 @@ class ReconstructTask(Task):
         keep = ("vectors", "rank", "matrix", "hidden", "layers", "dropout", "max_words", "batch_size", "augment_p",
                 "val_fraction", "infonce_weight", "l1_weight", "temperature", "source_langs", "base")
         return {**{k: cfg[k] for k in keep}, "model": self.data.fingerprints, "vectors_fingerprint": self.data.vectors_fingerprint}
-
-
-def validation_batches(sets: WordSets, tokens: np.ndarray, config: HypernetConfig, targets: torch.Tensor | None = None, size: int = 256):
-    """Fixed batches of ``tokens`` (no augmentation; a seeded word sample when a set is larger than max_words)."""
-    order = tokens[np.argsort(sets.lengths[tokens], kind="stable")]
-    rng = np.random.default_rng([config.seed, 0xE7A1])
-    for s in range(0, len(order), size):
-        yield make_batch(sets, order[s : s + size], rng, config.max_words, 0.0, targets)
 
 
 def save_hypernet(out_dir: Path, model: HyperNet, data: SourceData, config: HypernetConfig, model_dir: Path,

@@ -215,11 +215,11 @@ def resolve_run_dir(path: str | Path) -> Path:
 
 
 def _converted_gguf(gguf_file: Path) -> Path:
-    from vocadapt.assets import cache_dir
-    from vocadapt.provenance import file_sha256
+    from vocadapt.cache import cache_dir
+    from vocadapt.provenance import content_sha256
     from vocadapt.io.gguf import convert_gguf
 
-    key = file_sha256(gguf_file, limit=16 << 20)[:16]
+    key = content_sha256(gguf_file)[:16]  # whole file: two GGUFs may share their first MiBs
     return convert_gguf(gguf_file, cache_dir() / "converted" / f"{gguf_file.stem}-{key}")
 
 

@@ -211,7 +211,7 @@ class CalibrationTask(Task):
     def setup(self, accelerator) -> torch.nn.Module:
         from peft import LoraConfig, get_peft_model
 
-        from vocadapt.evaluate.bpb import load_model
+        from vocadapt.model import load_model
 
         cfg = self.config
         self.world = accelerator.num_processes
@@ -220,7 +220,7 @@ class CalibrationTask(Task):
         model, _ = load_model(self.model_dir)
         layers, targets = None, _lora_targets(cfg.target_modules)
         if cfg.lora_layers:
-            from vocadapt.train.lm import decoder_layers
+            from vocadapt.model import decoder_layers
 
             blocks = decoder_layers(model)
             n = len(blocks)

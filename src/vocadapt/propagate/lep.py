@@ -266,20 +266,31 @@ def _output_tokenizer(adapted_tok: Any, inst_tok: Any) -> tuple[Any, dict[int, i
 
 def chat_template_text(tokenizer: Any) -> list[str]:
     """The fixed text of ``tokenizer``'s chat template (role headers, a default system prompt):
-    a rendered conversation cut at the special tokens and at the message contents."""
+    a rendered conversation cut at the special tokens and at the message contents.
+
+    Rendered with and without a system turn; a template may refuse one of them (Gemma's and
+    Mistral's refuse a system turn, through jinja's TemplateError), not both."""
+    from jinja2.exceptions import TemplateError
+
+    if not getattr(tokenizer, "chat_template", None):
+        raise VocadaptError("keep_chat: the instruct model's tokenizer has no chat template")
     hole = "\x00"
     convs = ([{"role": "system", "content": hole}, {"role": "user", "content": hole}, {"role": "assistant", "content": hole}],
              [{"role": "user", "content": hole}, {"role": "assistant", "content": hole}])
     pieces: dict[str, None] = {}
+    refused: list[str] = []
     for conv in convs:
         try:
             text = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=False)
             text += tokenizer.apply_chat_template(conv[:-1], tokenize=False, add_generation_prompt=True)
-        except Exception:  # a template that refuses a system turn renders the second conversation
+        except TemplateError as e:
+            refused.append(str(e))
             continue
         for special in sorted(tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()), key=len, reverse=True):
             text = text.replace(special, hole)
         pieces.update(dict.fromkeys(p for p in text.split(hole) if p.strip()))
+    if len(refused) == len(convs):
+        raise VocadaptError(f"keep_chat: the instruct model's chat template renders no conversation ({refused[-1]})")
     return list(pieces)
 
 
@@ -293,7 +304,7 @@ def graft_pieces(out_tok: Any, base_tok: Any, texts: list[str]) -> tuple[dict | 
     {output id: base ids whose mean instruct row it gets}, the grafted token strings, the texts
     that still split differently, e.g. where a new merge crosses a base piece boundary).
     """
-    from vocadapt.tokenizer import _common as C
+    from vocadapt.tokenizer import build as C
     from vocadapt.tokenizer.canonical import tokenizer_json
 
     tj = copy.deepcopy(tokenizer_json(out_tok))  # tokenizer_json's result is cached: edit a copy

@@ -12,7 +12,7 @@ trains its (tied) embedding matrix too, with a smaller learning rate than its Lo
 propagation maps (METHODS.md section 7) have something to fit. :func:`embedding_drift` measures
 the drift (written to ``drift.json`` in the twin's directory).
 
-The twin is cached under ``assets.cache_dir()/models`` keyed by the base model's fingerprint,
+The twin is cached under ``vocadapt.cache.cache_dir()/models`` keyed by the base model's fingerprint,
 the settings, the conversations and :data:`TWIN_VERSION`, so a rerun of
 ``benchmarks/lep_pair.py`` reuses it and a change of recipe never reuses a stale one.
 """
@@ -100,7 +100,7 @@ def make_twin(base: str | Path, texts: list[str], *, n_conversations: int = 96, 
     LoRA-fine-tuned through :func:`vocadapt.propagate.calibrate` (merged), so it has the base's
     exact shapes. Returns the cached model directory.
     """
-    from vocadapt.assets import cache_dir
+    from vocadapt.cache import cache_dir
     from vocadapt.io.atomic import atomic_dir
     from vocadapt.propagate.calibrate import calibrate
     from vocadapt.provenance import fingerprint

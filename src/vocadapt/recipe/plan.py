@@ -1,8 +1,9 @@
 """The stage graph of a recipe, keyed by what each stage's output depends on.
 
-A stage's **key** hashes its kind, its resolved settings (the config object its command would
-get), the keys of the stages it reads, and fingerprints of the user's files it reads (model
-directories by config and weight headers, text files by content). A finished stage leaves
+A stage's **key** hashes the vocadapt version, its kind, its resolved settings (the config object
+its command would get), the keys of the stages it reads, and fingerprints of the whole content of
+the user's files it reads (model directories, text files; large files' hashes are cached by path,
+size and mtime, :func:`vocadapt.provenance.content_sha256`). A finished stage leaves
 ``.vocadapt-stage.json`` with that key beside its output, so a rerun
 
 * reuses a stage whose key is unchanged,
@@ -87,9 +88,9 @@ def _jsonable(obj: Any) -> Any:
 
 
 def file_fingerprint(path: str) -> str:
-    """Content fingerprint of a user input: model/tokenizer dirs by their small files and weight
-    headers, text files and folders by content (large files by size plus the first 16 MiB)."""
-    from vocadapt.provenance import file_sha256, fingerprint
+    """Content fingerprint of a user input: model/tokenizer dirs by :func:`vocadapt.provenance.fingerprint`,
+    text files and folders by the sha256 of every file's whole content (cached for large files)."""
+    from vocadapt.provenance import content_sha256, fingerprint
 
     p = Path(path)
     if not p.exists():
@@ -100,12 +101,17 @@ def file_fingerprint(path: str) -> str:
     h = hashlib.sha256()
     for f in files:
         size = f.stat().st_size
-        h.update(f"{f.name}:{size}:{file_sha256(f, limit=16 << 20)}".encode())
+        h.update(f"{f.name}:{size}:{content_sha256(f)}".encode())
     return h.hexdigest()[:16]
 
 
 def stage_key(stage: Stage, keys: dict[str, str], fingerprints: dict[str, str]) -> str:
+    """Hash of everything the stage's output depends on, the vocadapt version included: a new
+    version may compute a stage differently, so an upgrade reruns every stage once."""
+    from vocadapt import __version__
+
     payload = {
+        "vocadapt": __version__,
         "kind": stage.kind,
         "settings": stage.settings,
         "inputs": {role: keys[sid] for role, sid in sorted(stage.inputs.items())},
@@ -271,6 +277,10 @@ def _matches(stage: Stage, selector: str) -> bool:
 
 
 def _what_changed(s: Stage, marker: dict[str, Any], keys: dict[str, str]) -> str:
+    from vocadapt import __version__
+
+    if marker.get("vocadapt") != __version__:
+        return f"made by vocadapt {marker.get('vocadapt') or '(an older version)'}, this is {__version__}"
     old = marker.get("settings", {})
     diffs = _diff(old, s.settings)
     if diffs:
@@ -294,7 +304,9 @@ def write_marker(s: Stage, plan: Plan, results: dict[str, Any]) -> None:
     """Record that ``s`` finished with its current key (written last: no marker = not done)."""
     keys = {x.id: x.key for x in plan.stages}
     s.dest.mkdir(parents=True, exist_ok=True)
-    record = {"stage": s.id, "key": s.key, "settings": s.settings,
+    from vocadapt import __version__
+
+    record = {"stage": s.id, "key": s.key, "vocadapt": __version__, "settings": s.settings,
               "inputs": {role: keys[sid] for role, sid in s.inputs.items()}, "results": _jsonable(results)}
     s.marker.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

@@ -363,7 +363,7 @@ def validate_recipe(r: Recipe, *, for_run: bool = False) -> list[str]:
     if r.calibrate and r.calibrate.get("instructions"):
         check(str(r.calibrate["instructions"]), "calibrate.instructions")
     if r.unresolved_assets:
-        from vocadapt.assets import cache_dir
+        from vocadapt.cache import cache_dir
 
         notes.append(f"assets {', '.join(sorted(r.unresolved_assets))}: taken from {cache_dir()}, "
                      "fetched there on first use")

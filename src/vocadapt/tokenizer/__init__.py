@@ -8,7 +8,7 @@ Public API (each mirrored by a ``vocadapt tokenizer`` subcommand):
 * :func:`tokenizer_stats` - characters/bytes per token, fertility, byte/unk share, overlap.
 """
 
-from vocadapt.tokenizer._common import VOCAB_MAPPING_FILE, tokenizer_family
+from vocadapt.tokenizer.build import VOCAB_MAPPING_FILE, tokenizer_family
 from vocadapt.tokenizer.extend import ExtendConfig, extend_tokenizer
 from vocadapt.tokenizer.optimize import OptimizeConfig, optimize_tokenizer
 from vocadapt.tokenizer.stats import tokenizer_stats

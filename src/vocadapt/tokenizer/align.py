@@ -30,6 +30,7 @@ import numpy as np
 from vocadapt.tokenizer.canonical import (
     CanonicalToken,
     Family,
+    bpe_merges,
     canonical_vocab,
     detect_family,
     render,
@@ -202,8 +203,6 @@ def leave_one_out_pieces(tokenizer: Any, ids: Sequence[int], tokens: Sequence[Ca
     ones new tokens get. [] when neither exists. Used by ``regression --base mean`` and the
     hypernetwork's ``--base mean``.
     """
-    from vocadapt.tokenizer._common import bpe_merges  # local: _common imports this module
-
     model = tokenizer_json(tokenizer).get("model", {})
     parents: dict[int, tuple[int, int]] = {}
     if model.get("type") == "BPE":

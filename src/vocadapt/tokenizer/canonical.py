@@ -52,11 +52,6 @@ def bytes_to_unicode() -> dict[int, str]:
     return {b: chr(c) for b, c in zip(bs, cs)}
 
 
-@cache
-def unicode_to_bytes() -> dict[str, int]:
-    return {c: b for b, c in bytes_to_unicode().items()}
-
-
 # str.translate table: each byte-level character to the Latin-1 character of its byte, and every
 # code point below 256 that is *not* a byte-level character to one that Latin-1 cannot encode.
 _BYTE_LEVEL_TO_LATIN1 = {cp: "\uffff" for cp in range(256)}
@@ -119,6 +114,18 @@ def model_vocab(spec: dict[str, Any]) -> dict[str, int]:
     if isinstance(pieces, list):  # Unigram: [[piece, score], ...] in id order
         return {piece: i for i, (piece, _score) in enumerate(pieces)}
     return dict(pieces)
+
+
+def bpe_merges(model: dict) -> list[tuple[str, str]]:
+    """BPE merges as pairs, whichever of the two JSON spellings ("a b" or ["a", "b"]) is used."""
+    out = []
+    for m in model.get("merges", []):
+        if isinstance(m, str):
+            a, b = m.split(" ", 1)
+            out.append((a, b))
+        else:
+            out.append((m[0], m[1]))
+    return out
 
 
 def detect_family(tokenizer: Any) -> Family:

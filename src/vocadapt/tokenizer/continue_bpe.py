@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from vocadapt.errors import VocadaptError
-from vocadapt.tokenizer import _common as C
+from vocadapt.tokenizer import build as C
 from vocadapt.tokenizer.canonical import SPIECE_SPACE, detect_family, model_vocab
 
 Pair = tuple[str, str]

@@ -39,7 +39,7 @@ from typing import Any
 from vocadapt.corpus import CorpusStats, read_texts
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import check_output_dir
-from vocadapt.tokenizer import _common as C
+from vocadapt.tokenizer import build as C
 from vocadapt.tokenizer.canonical import (
     canonical_token,
     check_id_layout,

@@ -10,6 +10,7 @@ part of vocadapt that opens a tokenizer (init, evaluation) goes through :func:`l
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +40,38 @@ def check_tokenizer_dir(path: str | Path, what: str = "tokenizer") -> Path:
 
 def _check_json(path: Path, what: str) -> None:
     try:
-        json.loads(path.read_text(encoding="utf-8"))
+        spec = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
         raise VocadaptError(f"{what} file {path} is not valid JSON ({e})") from None
+    # transformers indexes these two sections before the tokenizers library sees the file, so
+    # their absence would surface as a bare KeyError.
+    missing = [k for k in ("model", "added_tokens") if k not in spec] if isinstance(spec, dict) else ["model"]
+    if missing:
+        raise VocadaptError(f"{what} file {path} is not a tokenizers-library tokenizer.json (no {' or '.join(map(repr, missing))} section)")
 
 
-def _declares_generic_class(folder: Path) -> bool:
+def is_bad_tokenizer_file(e: BaseException) -> bool:
+    """Whether ``e``, raised while the tokenizers library or transformers read tokenizer files,
+    means the files are bad (not that vocadapt called them wrongly).
+
+    The tokenizers library reports every deserialization problem (a merge of a piece the
+    vocabulary lacks, an unknown component type) as a bare ``Exception``: its Rust errors become
+    ``PyException``, never a subclass. transformers raises ``OSError`` for missing or unreadable
+    files and ``ValueError`` (``json.JSONDecodeError`` included) for unknown classes and broken
+    JSON. AttributeError, TypeError, KeyError and the like are not among them.
+    """
+    return type(e) is Exception or isinstance(e, (OSError, ValueError))
+
+
+def _declares_generic_class(folder: Path, what: str) -> bool:
     cfg = folder / "tokenizer_config.json"
     if not (folder / "tokenizer.json").is_file() or not cfg.is_file():
         return False
-    return json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class") in _GENERIC_CLASSES
+    try:
+        declared = json.loads(cfg.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise VocadaptError(f"cannot load {what} from {folder}: {cfg.name} is not valid JSON ({e})") from None
+    return isinstance(declared, dict) and declared.get("tokenizer_class") in _GENERIC_CLASSES
 
 
 def load_tokenizer(path: str | Path, what: str = "tokenizer", *, require_fast: bool = True) -> Any:
@@ -60,14 +83,17 @@ def load_tokenizer(path: str | Path, what: str = "tokenizer", *, require_fast: b
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     p = check_tokenizer_dir(path, what)
+    if p.is_file() and p.suffix == ".json":
+        load = partial(PreTrainedTokenizerFast, tokenizer_file=str(p))
+    elif _declares_generic_class(p, what):
+        load = partial(PreTrainedTokenizerFast.from_pretrained, str(p))
+    else:
+        load = partial(AutoTokenizer.from_pretrained, str(p))
     try:
-        if p.is_file() and p.suffix == ".json":
-            tok = PreTrainedTokenizerFast(tokenizer_file=str(p))
-        elif _declares_generic_class(p):
-            tok = PreTrainedTokenizerFast.from_pretrained(str(p))
-        else:
-            tok = AutoTokenizer.from_pretrained(str(p))
-    except Exception as e:  # transformers raises many types for a broken folder
+        tok = load()
+    except Exception as e:  # noqa: BLE001 - narrowed by is_bad_tokenizer_file
+        if not is_bad_tokenizer_file(e):
+            raise
         reason = " ".join(str(e).split())[:300] or type(e).__name__
         raise VocadaptError(f"cannot load {what} from {p}: {reason}") from None
     if require_fast and (not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer")):

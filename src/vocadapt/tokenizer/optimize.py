@@ -24,7 +24,7 @@ from typing import Any
 from vocadapt.corpus import CorpusStats, batched
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import check_output_dir
-from vocadapt.tokenizer import _common as C
+from vocadapt.tokenizer import build as C
 from vocadapt.tokenizer.canonical import check_id_layout, model_vocab
 from vocadapt.tokenizer.extend import ExtendConfig, extend_json, length_change
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from vocadapt.corpus import read_texts
 from vocadapt.errors import VocadaptError
-from vocadapt.tokenizer import _common as C
+from vocadapt.tokenizer import build as C
 from vocadapt.tokenizer.canonical import CanonicalToken, byte_token_ids, canonical_vocab
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from vocadapt.corpus import CorpusStats
 from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import check_output_dir
-from vocadapt.tokenizer import _common as C
+from vocadapt.tokenizer import build as C
 from vocadapt.tokenizer.canonical import check_id_layout, model_vocab
 
 KINDS = ("bpe", "unigram")

@@ -78,7 +78,7 @@ def corpus_key(tokenizer, paths: Sequence[str | Path], text_field: str) -> str:
     from vocadapt.corpus import list_files
     from vocadapt.provenance import file_sha256
 
-    from vocadapt.evaluate.bpb import start_token_id
+    from vocadapt.model import start_token_id
 
     h = hashlib.sha256()
     h.update(f"v{_FORMAT}|{text_field}|{start_token_id(tokenizer)}|".encode())
@@ -91,9 +91,9 @@ def corpus_key(tokenizer, paths: Sequence[str | Path], text_field: str) -> str:
 def tokenize_corpus(tokenizer, paths: Sequence[str | Path], *, text_field: str = "text",
                     progress: bool = True) -> TokenizedCorpus:
     """The corpus as token ids, from the cache or encoded now (and cached)."""
-    from vocadapt.assets import cache_dir
+    from vocadapt.cache import cache_dir
     from vocadapt.corpus import batched, iter_texts
-    from vocadapt.evaluate.bpb import start_token_id
+    from vocadapt.model import start_token_id
     from vocadapt.io.atomic import atomic_dir
 
     key = corpus_key(tokenizer, paths, text_field)

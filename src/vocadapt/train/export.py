@@ -44,7 +44,7 @@ def trained_tensors(task: "EmbeddingTask", model) -> dict[str, torch.Tensor]:
     if ck.vocab.output and head_trains:
         out[ck.vocab.output] = model.get_output_embeddings().weight
     if task.config.layer_indices:
-        from vocadapt.train.lm import decoder_layers
+        from vocadapt.model import decoder_layers
 
         layers = decoder_layers(model)
         wanted = {id(p) for i in task.config.layer_indices for p in layers[i].parameters()}

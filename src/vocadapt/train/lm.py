@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from vocadapt.errors import VocadaptError
+from vocadapt.model import decoder_layers
 from vocadapt.train.engine import GlobalBatch, OptimConfig, Task
 
 log = logging.getLogger("vocadapt")
@@ -118,16 +119,6 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def decoder_layers(model) -> torch.nn.ModuleList:
-    """The transformer blocks of a causal LM (Llama/Qwen/Mistral ``model.layers``, GPT-2 ``h``, NeoX ``layers``)."""
-    base = getattr(model, model.base_model_prefix, model)
-    for name in ("layers", "h", "blocks"):
-        layers = getattr(base, name, None)
-        if isinstance(layers, torch.nn.ModuleList):
-            return layers
-    raise VocadaptError(f"{type(model).__name__}: decoder layers not found (looked for layers, h, blocks)")
-
-
 def next_token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Summed cross entropy of each position's next token; labels -100 are skipped.
 
@@ -144,7 +135,7 @@ class EmbeddingTask(Task):
     name = "embeddings"
 
     def __init__(self, model_dir: Path, corpus: list[Path], config: TrainConfig, eval_texts: list[str] | None):
-        from vocadapt.evaluate.bpb import load_model
+        from vocadapt.model import load_model
         from vocadapt.io.checkpoint import Checkpoint
         from vocadapt.train.data import PackedBlocks, check_heldout, overlaps, tokenize_corpus
 

@@ -17,8 +17,11 @@ gensim uses when it reads such files, and so the one WECHSEL's reference code ef
 
 from __future__ import annotations
 
+import pickle
 import re
 import struct
+import tarfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,12 +164,12 @@ def load_vectors(path: str | Path, *, lang: str | None = None, limit: int | None
     p = Path(path)
     if not p.is_file():
         raise VocadaptError(f"word vectors not found: {p}")
+    if p.stat().st_size == 0:
+        raise VocadaptError(f"word vectors {p} is an empty file")
     kind = _detect(p)
     try:
         wv = _LOADERS[kind](p, limit)
-    except VocadaptError:
-        raise
-    except Exception as e:  # parsers raise many types on a corrupt file
+    except _BAD_FILE[kind] as e:
         raise VocadaptError(f"cannot read word vectors {p} as {kind}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if len(wv) == 0:
         raise VocadaptError(f"word vectors {p} hold no words")
@@ -325,9 +328,11 @@ def _load_w2v_binary(p: Path, limit: int | None) -> WordVectors:
     find = data.index
     pos = eol + 1
     for i in range(n):
-        while data[pos] in (0x0A, 0x20):  # the optional newline after each vector
+        while pos < len(data) and data[pos] in (0x0A, 0x20):  # the optional newline after each vector
             pos += 1
-        space = find(b" ", pos)
+        if pos >= len(data):
+            raise VocadaptError(f"{p}: truncated word2vec file at word {i + 1} of {n}")
+        space = find(b" ", pos)  # ValueError when the file ends inside a word
         names.append(data[pos:space])
         offsets[i] = pos = space + 1
         pos += width
@@ -377,6 +382,9 @@ def _load_navec(p: Path, limit: int | None) -> WordVectors:
 
 def _load_npz(p: Path, limit: int | None) -> WordVectors:
     with np.load(p, allow_pickle=False) as z:
+        missing = {"words", "matrix"} - set(z.files)
+        if missing:
+            raise VocadaptError(f"{p}: an .npz of word vectors needs arrays 'words' and 'matrix' (missing: {', '.join(sorted(missing))})")
         words = [str(w) for w in z["words"][:limit]]
         counts = z["counts"][: len(words)] if "counts" in z else None
         return WordVectors(words, np.asarray(z["matrix"][: len(words)], np.float32), counts, str(p))
@@ -390,6 +398,28 @@ _LOADERS = {
     "gensim": _load_gensim,
     "navec": _load_navec,
     "npz": _load_npz,
+}
+
+# What each reader raises for a file that is not what it claims to be (read from their code);
+# anything else (AttributeError, TypeError, ...) is a bug and keeps its traceback.
+_BAD_FILE: dict[str, tuple[type[BaseException], ...]] = {
+    # fastText's C++ std::invalid_argument ("wrong file format") arrives as ValueError, other
+    # std::exceptions as RuntimeError; a corrupt size field can ask for absurd allocations.
+    "fasttext": (ValueError, RuntimeError, MemoryError, OSError),
+    # vocadapt's own parser: int() of the header, bytes.index past the end.
+    "word2vec-binary": (ValueError, OSError),
+    # gensim: ValueError for the header, a non-number or a row of another width; EOFError when the
+    # header promises more rows than the file holds.
+    "word2vec-text": (ValueError, EOFError, OSError),
+    "glove-text": (ValueError, EOFError, OSError),
+    # gensim's SaveLoad is pickle: UnpicklingError / EOFError for a foreign or cut file, ImportError
+    # for a pickle of classes that do not exist here.
+    "gensim": (pickle.UnpicklingError, EOFError, ValueError, OSError, ImportError),
+    # navec: tarfile errors, KeyError for a member the archive lacks (tarfile.getmember), numpy's
+    # ValueError for a buffer of the wrong size, gzip's OSError/EOFError.
+    "navec": (tarfile.TarError, KeyError, ValueError, EOFError, OSError),
+    # numpy: BadZipFile for a damaged archive, ValueError for an object array (no pickles here).
+    "npz": (zipfile.BadZipFile, ValueError, EOFError, OSError),
 }
 
 

@@ -141,7 +141,7 @@ def train_token_vectors(
     FOCUS's settings by default: CBOW, dim 100, 3 epochs, minCount 10, 10 negatives. Returns
     the path of the ``.bin`` model (``out`` if given, else the cache entry).
     """
-    from vocadapt.assets import cache_dir
+    from vocadapt.cache import cache_dir
     from vocadapt.corpus import list_files
 
     files = list_files(list(corpus))

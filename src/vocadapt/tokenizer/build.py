@@ -1,4 +1,4 @@
-"""Shared plumbing for tokenizer building: tokenizer.json as data, families, atomic output.
+"""What building a tokenizer (train, extend, optimize) shares: tokenizer.json as data, families, merges, atomic output.
 
 A fast tokenizer is one JSON document (``tokenizer.json``): a normalizer, a pre-tokenizer, a
 model (vocab + merges for BPE, scored pieces for Unigram, vocab for WordPiece), a decoder, a
@@ -24,6 +24,8 @@ from vocadapt.errors import VocadaptError
 from vocadapt.io.atomic import atomic_dir
 from vocadapt.tokenizer.align import SPECIAL_ROLES
 from vocadapt.tokenizer.canonical import SPIECE_SPACE as SP_SPACE
+# bpe_merges lives in canonical (alignment reads merges too) and is offered here beside set_bpe_merges.
+from vocadapt.tokenizer.canonical import bpe_merges  # noqa: F401
 from vocadapt.tokenizer.canonical import check_id_layout, components, detect_family, model_vocab
 
 VOCAB_MAPPING_FILE = "vocab_mapping.json"
@@ -134,18 +136,6 @@ def tokenizer_family(tj: dict) -> str:
             return SENTENCEPIECE_BPE
         return PLAIN_BPE
     return {"Unigram": UNIGRAM, "WordPiece": WORDPIECE}.get(fam.model, str(fam.model).lower())
-
-
-def bpe_merges(model: dict) -> list[tuple[str, str]]:
-    """BPE merges as pairs, whichever of the two JSON spellings ("a b" or ["a", "b"]) is used."""
-    out = []
-    for m in model.get("merges", []):
-        if isinstance(m, str):
-            a, b = m.split(" ", 1)
-            out.append((a, b))
-        else:
-            out.append((m[0], m[1]))
-    return out
 
 
 def set_bpe_merges(model: dict, merges: list[tuple[str, str]]) -> None:
@@ -313,9 +303,14 @@ def build_tokenizer(tj: dict):
     """A ``tokenizers.Tokenizer`` from JSON data; a malformed edit becomes a clear error."""
     from tokenizers import Tokenizer
 
+    text = json.dumps(tj, ensure_ascii=False)  # outside the try: a value JSON cannot hold is a bug
     try:
-        return Tokenizer.from_str(json.dumps(tj, ensure_ascii=False))
-    except Exception as e:  # the Rust side reports e.g. a merge whose part is not in the vocab
+        return Tokenizer.from_str(text)
+    except Exception as e:  # noqa: BLE001 - narrowed to the tokenizers library's own errors
+        # Its Rust side reports every bad document (a merge whose part is not in the vocabulary,
+        # an unknown component) as a bare Exception; a subclass is something else.
+        if type(e) is not Exception:
+            raise
         raise VocadaptError(f"the edited tokenizer does not load: {e}") from None
 
 
