@@ -69,7 +69,7 @@ def test_chunk_loss_zero_only_at_equal_likelihoods():
 
 def test_aligner_chunks_cover_the_same_text_on_both_sides(tmp_path):
     teacher = tiny_lm(tmp_path / "t")
-    from vocadapt.evaluate.bpb import start_token_id
+    from vocadapt.model import start_token_id
     from vocadapt.tokenizer.load import load_tokenizer
 
     s_tok = load_tokenizer(_student(tmp_path, teacher), "student")

@@ -185,7 +185,7 @@ class EmbeddingTask(Task):
 
     def _prepare_teacher(self) -> None:
         """Resolve the distillation teacher and build the chunk aligner (the model loads in setup)."""
-        from vocadapt.evaluate.bpb import check_model_dir, start_token_id
+        from vocadapt.model import check_model_dir, start_token_id
         from vocadapt.tokenizer.load import load_tokenizer
         from vocadapt.train.distill import ChunkAligner, teacher_dir_from
 
