@@ -9,7 +9,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vocadapt.tokenizer import _common as C
+from vocadapt.tokenizer import build as C
 from vocadapt.tokenizer.continue_bpe import _drop_unreachable, learn_merges, unreachable
 
 
@@ -75,3 +75,17 @@ def test_drop_unreachable_removes_token_and_dependents():
     assert tj["model"]["vocab"] == {"a": 0, "b": 1, "c": 2, "ab": 3, "bc": 4}
     assert C.bpe_merges(tj["model"]) == [("a", "b"), ("b", "c")]
     assert unreachable(tj, ["bc", "ab"]) == []
+
+
+def test_wordpiece_piece_that_lengthens_a_corpus_word_is_dropped():
+    # Greedy longest match: with "ab" added, "abcd" is ab ##c ##d (3) instead of a ##bcd (2).
+    import copy
+
+    from vocadapt.tokenizer.extend import _verified_pieces
+
+    vocab = {"[UNK]": 0, "a": 1, "x": 2, "##bcd": 3, "##b": 4, "##c": 5, "##d": 6, "##y": 7}
+    src = {"model": {"type": "WordPiece", "vocab": vocab, "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                     "max_input_chars_per_word": 100}, "pre_tokenizer": {"type": "WhitespaceSplit"}}
+    ext, chosen, info = _verified_pieces(src, copy.deepcopy(src), {}, ["ab", "xy"], 2, ["abcd xy", "abcd"], 8, 0.0)
+    assert chosen == ["xy"] and info["dropped_pieces"] == 1
+    assert ext["model"]["vocab"]["xy"] == 8 and "ab" not in ext["model"]["vocab"]

@@ -60,7 +60,7 @@ def test_real_extend_never_longer(which):
 
     from vocadapt import assets
     from vocadapt.corpus import read_texts
-    from vocadapt.tokenizer import _common as C
+    from vocadapt.tokenizer import build as C
     from vocadapt.tokenizer.continue_bpe import unreachable
 
     src = _source(which)

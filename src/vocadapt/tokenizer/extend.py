@@ -19,10 +19,11 @@ Unigram and WordPiece: no construction guarantees that inequality (a new Unigram
 the best segmentation; a new WordPiece entry changes greedy longest matches). A target model is
 trained with the source's normalizer and pre-tokenizer and its new pieces are appended (Unigram
 scores shifted onto the source's scale, median difference over shared pieces); then every
-corpus line is encoded with both tokenizers, and new pieces used in a line that got longer, or
-never produced for their own text, are dropped and replaced by the next candidates, until no
-corpus line is longer. The inequality is thus verified on the corpus, not guaranteed on other
-text. Other model types cannot be extended.
+corpus line is encoded with both tokenizers, and new pieces used in a word (pre-token) that got
+longer, or never produced for their own text, are dropped and replaced by the next candidates,
+until no corpus word is longer (a word the source can only write as the unknown token may be
+spelled out). The inequality is thus verified on the corpus, not guaranteed on other text.
+Other model types cannot be extended.
 """
 
 from __future__ import annotations
