@@ -97,7 +97,8 @@ def test_two_processes_stop_together_on_ctrl_c_and_resume(tmp_path, monkeypatch)
     import psutil
 
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True)  # a stray signal to this group must not reach pytest
+    tree = [psutil.Process(proc.pid)]
     try:
         log = cut / "train_log.jsonl"
         deadline = time.monotonic() + 180
@@ -106,11 +107,14 @@ def test_two_processes_stop_together_on_ctrl_c_and_resume(tmp_path, monkeypatch)
             time.sleep(0.02)
         ranks = {p.environ().get("RANK"): p for p in psutil.Process(proc.pid).children(recursive=True)
                  if p.environ().get("RANK") is not None}
+        tree += ranks.values()
         ranks["1"].send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # a session of its own: the launcher and both ranks
+        for p in tree:  # torchrun starts each rank in a session of its own: a hung run is killed rank by rank
+            if p.is_running():
+                p.kill()
+        proc.wait()
     lines = [line for line in err.splitlines() if line.startswith("interrupted")]
     assert len(lines) == 1, err[-3000:]
     step = int(lines[0].split()[3].rstrip(";"))
