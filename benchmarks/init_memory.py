@@ -157,7 +157,8 @@ def main() -> None:
     ap.add_argument("--scenario", choices=["extend", "replace", "both"], default="both")
     args = ap.parse_args()
     src = args.workdir / f"llama-128k-{args.layers}L"
-    if not (src / "config.json").exists():
+    built = not (src / "config.json").exists()
+    if built:
         # Built in a child process: a forked child's peak RSS counts the parent's pages, so the
         # process that launches the measured `vocadapt init` must stay small.
         print(f"building synthetic checkpoint at {src} ...", flush=True)
@@ -166,7 +167,9 @@ def main() -> None:
     ckpt_bytes = sum(f.stat().st_size for f in src.glob("*.safetensors"))
     vocab_bytes = 2 * VOCAB * HIDDEN * 2
     scenarios = ["extend", "replace"] if args.scenario == "both" else [args.scenario]
-    if len(scenarios) > 1:  # ru_maxrss of children is a max over all of them: one process each
+    # ru_maxrss of children is a max over all of them (the build above is one): a fresh process
+    # for each measured run
+    if len(scenarios) > 1 or built:
         for s in scenarios:
             subprocess.run([sys.executable, __file__, "--workdir", str(args.workdir), "--layers", str(args.layers), "--scenario", s], check=True)
         return

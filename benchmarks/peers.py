@@ -128,7 +128,8 @@ def child(args: argparse.Namespace) -> None:
         np.save(args.out + ".npy", np.asarray(out, dtype=np.float32))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime - cpu0
-    Path(args.out + ".json").write_text(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": usage.ru_maxrss / 1024}))
+    # not ru_maxrss: it carries over this child's parent's size (see ra.peak_rss_mb)
+    Path(args.out + ".json").write_text(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": ra.peak_rss_mb()}))
 
 
 def _env(threads: int, extra_path: list[str] | None = None) -> dict[str, str]:

@@ -2,9 +2,11 @@
 
 Reports, per method: agreement over the new tokens our method computed (mean cosine between
 our row and the reference's, share of rows equal within 1e-4 max-abs), and wall time and peak
-RSS of each run. Every run is its own subprocess (peak RSS from ``resource.getrusage``);
-timing starts once the tokenizers and the source embedding are loaded and covers the method
-alone (vectors loading, similarities, weights, rows).
+RSS of each run. Every run is its own subprocess (peak RSS: the kernel's ``VmHWM`` of it);
+timing starts once the tokenizers and the source embedding are loaded and covers equal work on
+both sides: the whole target matrix (vectors loading, similarities, weights, the computed rows,
+the copied overlap rows and random rows for tokens without a signal), which is what the
+reference functions return and what ``vocadapt init`` assembles.
 
 Shared inputs are prepared once, outside the timings, so both sides see identical data:
   * FOCUS: one fastText model trained by ``vocadapt vectors train`` on the Russian training
@@ -66,26 +68,11 @@ def method_matrix(side: str, method: str, src_tok, tgt_tok, emb, inp: dict, full
         sys.modules["datasets"].load_dataset = sys.modules["datasets.load"].load_dataset = None
         sys.modules["datasets.fingerprint"].Hasher = None
     if side == "ours":
-        from vocadapt.init.context import InitContext
-        from vocadapt.init.registry import get_method
-        from vocadapt.tokenizer.align import align_vocabularies
-
-        options = (
-            {"aux_vectors": inp["fasttext"]}
-            if method == "focus"
-            else {"source_vectors": inp["en"], "target_vectors": inp["ru"], "dictionary": inp["dict"], "normalize_alignment": False}
-        )
-        spec = get_method(method)
-        ctx = InitContext(src_tok, tgt_tok, align_vocabularies(src_tok, tgt_tok), seed=0)
-        rows = spec.fn(ctx, emb, spec.make_config(options))
+        computed, matrix = ours_matrix(method, src_tok, tgt_tok, emb, inp, fallback)
         if full:
-            from vocadapt.init.core import _assemble
-
-            return _assemble(emb, ctx, rows, ctx.alignment.target_size, "fallback/input", fallback)[0].numpy()
-        out = np.full((len(ctx.alignment.copy_from), emb.shape[1]), np.nan, dtype=np.float32)
-        pos = rows.positions.numpy()  # rows may cover only the tokens with a signal
-        good = rows.ok.numpy()[pos]
-        out[ctx.new_ids[pos[good]]] = rows.values.numpy()[good]
+            return matrix
+        out = np.full_like(matrix, np.nan)
+        out[computed] = matrix[computed]
         return out
     if method == "focus":
         from deepfocus import FOCUS
@@ -107,21 +94,65 @@ def method_matrix(side: str, method: str, src_tok, tgt_tok, emb, inp: dict, full
     return out
 
 
+def ours_matrix(method: str, src_tok, tgt_tok, emb, inp: dict, fallback: str = "random"):
+    """(bool mask of the target ids our method computed a row for, the whole float32 matrix as
+    ``vocadapt init`` assembles it: copies, computed rows, ``fallback`` for the others)."""
+    import numpy as np
+
+    from vocadapt.init.context import InitContext
+    from vocadapt.init.core import _assemble
+    from vocadapt.init.registry import get_method
+    from vocadapt.tokenizer.align import align_vocabularies
+
+    options = (
+        {"aux_vectors": inp["fasttext"]}
+        if method == "focus"
+        else {"source_vectors": inp["en"], "target_vectors": inp["ru"], "dictionary": inp["dict"], "normalize_alignment": False}
+    )
+    spec = get_method(method)
+    ctx = InitContext(src_tok, tgt_tok, align_vocabularies(src_tok, tgt_tok), seed=0)
+    rows = spec.fn(ctx, emb, spec.make_config(options))
+    matrix = _assemble(emb, ctx, rows, ctx.alignment.target_size, "fallback/input", fallback)[0].float().numpy()
+    computed = np.zeros(len(matrix), dtype=bool)
+    pos = rows.positions.numpy()  # rows may cover only the tokens with a signal
+    computed[ctx.new_ids[pos[rows.ok.numpy()[pos]]]] = True
+    return computed, matrix
+
+
 def child(args: argparse.Namespace) -> None:
     """One timed run; writes rows for every target id (npy) and {seconds, peak_rss_mb} (json)."""
-    import resource
-
     import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
     src_tok, tgt_tok, emb = _load_common(args.model, args.target)
+    inputs = json.loads(args.inputs)
     t0 = time.perf_counter()
-    out = method_matrix(args.side, args.method, src_tok, tgt_tok, emb, json.loads(args.inputs))
+    if args.side == "ours":  # the whole matrix, as the reference returns it: equal work timed
+        computed, out = ours_matrix(args.method, src_tok, tgt_tok, emb, inputs)
+    else:
+        out = method_matrix(args.side, args.method, src_tok, tgt_tok, emb, inputs)
     seconds = time.perf_counter() - t0
+    if args.side == "ours":
+        np.save(args.out + ".computed.npy", computed)
     np.save(args.out + ".npy", np.asarray(out, dtype=np.float32))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(args.out + ".json").write_text(json.dumps({"seconds": seconds, "peak_rss_mb": peak}))
+    Path(args.out + ".json").write_text(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux keeps ``ru_maxrss`` across fork and exec, so
+    in a child it is at least the parent's size when it forked (the parent here has loaded word
+    vectors to prepare the inputs); ``VmHWM`` belongs to this process's own address space."""
+    import resource
+
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def prepare(work: Path, target: str, shared: Path | None = None) -> dict[str, str]:
@@ -147,7 +178,8 @@ def prepare(work: Path, target: str, shared: Path | None = None) -> dict[str, st
     return inp
 
 
-def run(side: str, method: str, args, inp, ref_path: str | None) -> tuple[dict, object]:
+def run(side: str, method: str, args, inp, ref_path: str | None) -> tuple[dict, object, object]:
+    """(timing, the whole target matrix, mask of the rows our method computed or None)."""
     import numpy as np
 
     out = str(Path(args.workdir) / f"{method}-{side}")
@@ -157,7 +189,8 @@ def run(side: str, method: str, args, inp, ref_path: str | None) -> tuple[dict, 
     cmd = [sys.executable, str(HERE), "--child", "--side", side, "--method", method, "--model", args.model,
            "--target", args.target_tokenizer, "--inputs", json.dumps(inp), "--out", out, "--threads", str(args.threads)]
     subprocess.run(cmd, env=env, check=True)
-    return json.loads(Path(out + ".json").read_text()), np.load(out + ".npy")
+    computed = np.load(out + ".computed.npy") if side == "ours" else None
+    return json.loads(Path(out + ".json").read_text()), np.load(out + ".npy"), computed
 
 
 def main() -> None:
@@ -182,9 +215,9 @@ def main() -> None:
     print("| method | side | seconds | peak RSS (MB) | rows compared | mean cosine | rows within 1e-4 |")
     print("|---|---|---|---|---|---|---|")
     for method in args.methods:
-        ours_m, ours = run("ours", method, args, inp, None)
-        ref_m, ref = run("ref", method, args, inp, args.reference_path)
-        rows = np.flatnonzero(~np.isnan(ours).any(1))
+        ours_m, ours, computed = run("ours", method, args, inp, None)
+        ref_m, ref, _ = run("ref", method, args, inp, args.reference_path)
+        rows = np.flatnonzero(computed)  # agreement where our method computed a row, not its fallback
         a, b = ours[rows], ref[rows]
         cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
         close = (np.abs(a - b).max(1) <= 1e-4).mean()

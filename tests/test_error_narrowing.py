@@ -73,6 +73,19 @@ def test_a_bug_while_loading_vectors_is_not_a_user_error(tmp_path, monkeypatch):
         vio.load_vectors(path)
 
 
+def test_a_missing_vectors_extra_is_an_install_hint_not_a_crash(tmp_path, monkeypatch):
+    import sys
+
+    from vocadapt.vectors.io import load_vectors
+
+    path = _w2v_text(tmp_path / "v.txt")
+    for name in [m for m in sys.modules if m == "gensim" or m.startswith("gensim.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if gensim were not installed
+    monkeypatch.setitem(sys.modules, "gensim", None)
+    with pytest.raises(VocadaptError, match=r"needs the 'vectors' extra: pip install 'vocadapt\[vectors\]' \(gensim"):
+        load_vectors(path)
+
+
 # --------------------------------------------------------------------------------------------
 # tokenizer.load.load_tokenizer
 # --------------------------------------------------------------------------------------------

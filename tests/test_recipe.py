@@ -300,3 +300,20 @@ def test_pieces_inside_the_run_folder_may_be_made_later(recipe_file, tmp_path):
     assert not (tmp_path / "out").exists()  # refused before the first stage
     with pytest.raises(VocadaptError, match="hypernet not found"):  # outside the run folder: an error even when checking
         validate_recipe(load_recipe(recipe_file(init=[{"method": "hyperofa", "hypernet": [str(tmp_path / "hn")]}]), fetch=False))
+
+
+def test_an_init_child_reports_its_own_peak_memory_not_its_parents(tmp_path):
+    """The leaderboard's init memory: a child started by a large process must not inherit its size."""
+    import subprocess
+    import sys
+
+    code = (
+        "import subprocess, sys\n"
+        "big = bytearray(600 << 20)\n"
+        "big[::4096] = b'x' * len(big[::4096])  # 600 MiB resident in the parent\n"
+        "child = 'from vocadapt.recipe.run import own_peak_rss_bytes; print(own_peak_rss_bytes())'\n"
+        "print(subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, check=True).stdout)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 0 < int(out.split()[0]) < 400 << 20  # importing vocadapt.recipe takes far less than 600 MiB
+

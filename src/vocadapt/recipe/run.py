@@ -2,7 +2,7 @@
 
 Stages run in order; a stage whose key is unchanged is reused (see :mod:`.plan`). Each init
 runs in a fresh process so its wall time and peak memory are its own (the leaderboard reports
-both). Every evaluation is one model on one held-out text, so adding an init method to a recipe
+both; :func:`own_peak_rss_bytes`). Every evaluation is one model on one held-out text, so adding an init method to a recipe
 evaluates only the new models.
 """
 
@@ -32,6 +32,20 @@ def _tokenizer(s: Stage, plan: Plan) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if k not in ("tokenizer_json", "new_tokens", "new_to_old")}
 
 
+def own_peak_rss_bytes() -> int:
+    """This process's peak resident memory, its own: Linux keeps ``ru_maxrss`` across fork and
+    exec, so a spawned child's would be at least the recipe process's size when it started the
+    child. ``VmHWM`` belongs to the child's own address space (``ru_maxrss`` where there is no /proc)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _init_child(args: dict[str, Any], conn) -> None:
     """Runs in a spawned process: one init, then (report, peak RSS in bytes) or the error."""
     try:
@@ -41,7 +55,7 @@ def _init_child(args: dict[str, Any], conn) -> None:
             args["source"], args["tokenizer"], args["dest"], args["method"], seed=args["seed"], options=args["options"],
             fallback=args["fallback"], pad_to_multiple_of=args["pad_to_multiple_of"], overwrite=True,
         )
-        conn.send(("ok", report.as_dict(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+        conn.send(("ok", report.as_dict(), own_peak_rss_bytes()))
     except VocadaptError as e:
         conn.send(("error", str(e), 0))
     except KeyboardInterrupt:
@@ -78,7 +92,7 @@ def _init(s: Stage, plan: Plan) -> dict[str, Any]:
     args = {"source": plan.recipe.source_model, "tokenizer": str(target), "dest": str(s.dest), "method": p["method"],
             "seed": plan.recipe.seed, "options": p["options"], "fallback": p["fallback"],
             "pad_to_multiple_of": p["pad_to_multiple_of"]}
-    ctx = multiprocessing.get_context("spawn")  # a fresh process: its peak RSS is this init's alone
+    ctx = multiprocessing.get_context("spawn")  # a fresh process: its own peak RSS is this init's alone
     parent, child = ctx.Pipe(duplex=False)
     t0 = time.perf_counter()
     proc = ctx.Process(target=_init_child, args=(args, child), daemon=True)

@@ -57,10 +57,11 @@ def is_bad_tokenizer_file(e: BaseException) -> bool:
     The tokenizers library reports every deserialization problem (a merge of a piece the
     vocabulary lacks, an unknown component type) as a bare ``Exception``: its Rust errors become
     ``PyException``, never a subclass. transformers raises ``OSError`` for missing or unreadable
-    files and ``ValueError`` (``json.JSONDecodeError`` included) for unknown classes and broken
-    JSON. AttributeError, TypeError, KeyError and the like are not among them.
+    files, ``ValueError`` (``json.JSONDecodeError`` included) for unknown classes and broken
+    JSON, and ``ImportError`` when a slow tokenizer's library (sentencepiece, protobuf) is not
+    installed. AttributeError, TypeError, KeyError and the like are not among them.
     """
-    return type(e) is Exception or isinstance(e, (OSError, ValueError))
+    return type(e) is Exception or isinstance(e, (OSError, ValueError, ImportError))
 
 
 def _declares_generic_class(folder: Path, what: str) -> bool:

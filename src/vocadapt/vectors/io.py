@@ -169,6 +169,10 @@ def load_vectors(path: str | Path, *, lang: str | None = None, limit: int | None
     kind = _detect(p)
     try:
         wv = _LOADERS[kind](p, limit)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in _EXTRA_MODULES:
+            raise
+        raise VocadaptError(f"reading {kind} word vectors needs the 'vectors' extra: pip install 'vocadapt[vectors]' ({e.name} missing)") from None
     except _BAD_FILE[kind] as e:
         raise VocadaptError(f"cannot read word vectors {p} as {kind}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if len(wv) == 0:
@@ -399,6 +403,9 @@ _LOADERS = {
     "navec": _load_navec,
     "npz": _load_npz,
 }
+
+# The readers' libraries (the 'vectors' extra): missing, they are an install problem, not a bug.
+_EXTRA_MODULES = {"fasttext", "gensim", "navec", "scipy"}
 
 # What each reader raises for a file that is not what it claims to be (read from their code);
 # anything else (AttributeError, TypeError, ...) is a bug and keeps its traceback.
