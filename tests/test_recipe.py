@@ -300,3 +300,20 @@ def test_pieces_inside_the_run_folder_may_be_made_later(recipe_file, tmp_path):
     assert not (tmp_path / "out").exists()  # refused before the first stage
     with pytest.raises(VocadaptError, match="hypernet not found"):  # outside the run folder: an error even when checking
         validate_recipe(load_recipe(recipe_file(init=[{"method": "hyperofa", "hypernet": [str(tmp_path / "hn")]}]), fetch=False))
+
+
+def test_train_stage_distils_from_the_recipes_source_model(recipe_file, tmp_path):
+    """`objective: distill` in a recipe: the teacher is the recipe's source model, found through
+    the init's provenance (issue 19); another objective is another stage key."""
+    train = {"steps": 2, "seq_len": 16, "batch_size": 2, "lr": 0.01, "warmup_steps": 0, "eval_every": 0,
+             "eval_max_docs": 5, "progress": False, "objective": "distill"}
+    path = recipe_file(init=[{"method": "mean"}], train=train)
+    run_recipe(load_recipe(path), echo=lambda *_: None)
+    out = tmp_path / "out" / "train" / "mean"
+    prov = json.loads((out / "model" / "vocadapt.json").read_text())
+    assert prov["config"]["objective"] == "distill"
+    rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+    raw = yaml.safe_load(path.read_text())
+    raw["train"]["objective"] = "lm"
+    assert _replan(path, raw)["train:mean"] == ("run", "settings changed: config.objective: 'distill' -> 'lm'")
