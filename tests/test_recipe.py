@@ -317,3 +317,19 @@ def test_an_init_child_reports_its_own_peak_memory_not_its_parents(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert 0 < int(out.split()[0]) < 400 << 20  # importing vocadapt.recipe takes far less than 600 MiB
 
+
+def test_train_stage_distils_from_the_recipes_source_model(recipe_file, tmp_path):
+    """`objective: distill` in a recipe: the teacher is the recipe's source model, found through
+    the init's provenance (issue 19); another objective is another stage key."""
+    train = {"steps": 2, "seq_len": 16, "batch_size": 2, "lr": 0.01, "warmup_steps": 0, "eval_every": 0,
+             "eval_max_docs": 5, "progress": False, "objective": "distill"}
+    path = recipe_file(init=[{"method": "mean"}], train=train)
+    run_recipe(load_recipe(path), echo=lambda *_: None)
+    out = tmp_path / "out" / "train" / "mean"
+    prov = json.loads((out / "model" / "vocadapt.json").read_text())
+    assert prov["config"]["objective"] == "distill"
+    rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+    raw = yaml.safe_load(path.read_text())
+    raw["train"]["objective"] = "lm"
+    assert _replan(path, raw)["train:mean"] == ("run", "settings changed: config.objective: 'distill' -> 'lm'")
