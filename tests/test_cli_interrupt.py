@@ -93,7 +93,7 @@ def test_calibrate(chat_model, tmp_path, monkeypatch, capsys):  # noqa: F811
 
 
 def test_helper_train(tmp_path, target_tokenizers, monkeypatch, capsys):
-    from vocadapt.train.helper import HelperTask
+    from vocadapt.train.scratch import HelperTask
 
     out = tmp_path / "helper"
     sigint_on(monkeypatch, HelperTask, "global_batch", at=2)
