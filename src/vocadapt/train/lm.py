@@ -133,6 +133,9 @@ class EmbeddingTask(Task):
     """Continued pretraining of a causal LM with only the embeddings (and chosen extras) trainable."""
 
     name = "embeddings"
+    # Distillation state; None unless the objective distils (subclasses such as the helper's
+    # from-scratch task never do).
+    teacher_dir = aligner = teacher = None
 
     def __init__(self, model_dir: Path, corpus: list[Path], config: TrainConfig, eval_texts: list[str] | None):
         from vocadapt.model import load_model
@@ -177,7 +180,6 @@ class EmbeddingTask(Task):
             check_heldout(self.data, eval_texts)
         self.eval_texts = eval_texts[: config.eval_max_docs]
         self.world = 1
-        self.teacher_dir, self.aligner, self.teacher = None, None, None
         if config.distills:
             self._prepare_teacher()
         log.info("training data: %d documents, %d tokens, %d blocks of %d (%.0f%% filled)",
@@ -266,7 +268,7 @@ class EmbeddingTask(Task):
     def global_batch(self, step: int) -> GlobalBatch:
         cfg = self.config
         idx = self.blocks.block_indices(step * cfg.batch_size, cfg.batch_size, cfg.seed)
-        if cfg.distills:
+        if self.aligner is not None:
             return self._distill_batch(idx)
         full = self.blocks.batch(idx)
         per = cfg.batch_size // (cfg.grad_accum * self.world)
