@@ -82,8 +82,9 @@ def align_chunks(student_ends: list[int], teacher_ends: list[int], *, scored_fro
     return s, t, n
 
 
-def _ends(enc) -> list[int]:
-    return [int(e) for _, e in enc["offset_mapping"]]
+def _ends(offsets) -> list[int]:
+    """Each token's end offset (characters) from a fast tokenizer's offset mapping."""
+    return [int(e) for _, e in offsets]
 
 
 class ChunkAligner:
@@ -132,8 +133,7 @@ class ChunkAligner:
             t_enc = self.t_tok(texts, **kw) if texts else {"input_ids": [], "offset_mapping": []}
             for k, (_, started) in enumerate(segs):
                 s_ids, t_ids = s_enc["input_ids"][k], t_enc["input_ids"][k]
-                s_c, t_c, n = align_chunks(_ends({"offset_mapping": s_enc["offset_mapping"][k]}),
-                                           _ends({"offset_mapping": t_enc["offset_mapping"][k]}),
+                s_c, t_c, n = align_chunks(_ends(s_enc["offset_mapping"][k]), _ends(t_enc["offset_mapping"][k]),
                                            scored_from_start=started)
                 shift = lambda cs: [c + n_chunks if c >= 0 else -1 for c in cs]  # noqa: E731
                 if started and self.s_start is not None:
