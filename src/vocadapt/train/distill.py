@@ -156,12 +156,6 @@ class ChunkAligner:
             s_chunks.append(s_ch)
             t_rows.append(t_row)
             t_chunks.append(t_ch)
-        # Row 0 of a batch is the position after which nothing is predicted: a token at column 0
-        # is never scored (its logit would come from nothing).
-        for chunks in (s_chunks, t_chunks):
-            for row in chunks:
-                if row:
-                    row[0] = -1
         return DistillBatch(_pad(s_rows, s_chunks, self.s_pad), _pad(t_rows, t_chunks, self.t_pad), n_chunks)
 
 

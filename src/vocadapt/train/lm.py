@@ -20,7 +20,6 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -271,17 +270,17 @@ class EmbeddingTask(Task):
         if self.aligner is not None:
             return self._distill_batch(idx)
         full = self.blocks.batch(idx)
-        per = cfg.batch_size // (cfg.grad_accum * self.world)
-        micro: list[list[Any]] = []
-        for k in range(cfg.grad_accum):
-            row = []
-            for r in range(self.world):
-                a = (k * self.world + r) * per
-                row.append({key: t[a:a + per] for key, t in full.items()})
-            micro.append(row)
+        micro = [[{key: t[part] for key, t in full.items()} for part in row] for row in self._micro_slices()]
         n_items = int((full["labels"][:, 1:] != -100).sum())
         n_tokens = int((full["labels"] != -100).sum())
         return GlobalBatch(micro=micro, n_items=max(n_items, 1), n_tokens=n_tokens)
+
+    def _micro_slices(self) -> list[list[slice]]:
+        """``[k][r]``: the blocks of the global batch that micro-batch ``k`` of rank ``r`` gets."""
+        cfg = self.config
+        per = cfg.batch_size // (cfg.grad_accum * self.world)
+        return [[slice((k * self.world + r) * per, (k * self.world + r + 1) * per) for r in range(self.world)]
+                for k in range(cfg.grad_accum)]
 
     def _distill_batch(self, idx: list[int]) -> GlobalBatch:
         """Student and teacher encodings of the blocks' text, with aligned chunks (see train.distill).
@@ -289,16 +288,9 @@ class EmbeddingTask(Task):
         Items are chunks for ``distill``, predicted tokens for ``lm+distill`` (whose distillation
         sum is rescaled so that each term is a mean over its own items)."""
         cfg = self.config
-        per = cfg.batch_size // (cfg.grad_accum * self.world)
         spans = self.blocks.spans
-        micro: list[list[Any]] = []
-        for k in range(cfg.grad_accum):
-            row = []
-            for r in range(self.world):
-                a = (k * self.world + r) * per
-                blocks = [self.data.ids[spans[b][0]:spans[b][1]] for b in idx[a:a + per]]
-                row.append({"distill": self.aligner.batch(blocks)})
-            micro.append(row)
+        micro = [[{"distill": self.aligner.batch([self.data.ids[spans[b][0]:spans[b][1]] for b in idx[part]])}
+                  for part in row] for row in self._micro_slices()]
         flat = [m["distill"] for row in micro for m in row]
         n_chunks = sum(d.n_chunks for d in flat)
         n_lm = sum(int(d.student.mask[:, 1:].sum()) for d in flat)
