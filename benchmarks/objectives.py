@@ -33,13 +33,6 @@ def _pairs(items: list[str]) -> dict[str, Path]:
     return out
 
 
-def chars_per_token(tok_dir: Path, text: str) -> float:
-    from vocadapt.tokenizer.load import load_tokenizer
-
-    tok = load_tokenizer(tok_dir, str(tok_dir))
-    return len(text) / max(1, len(tok(text, add_special_tokens=False)["input_ids"]))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", type=Path, required=True)
@@ -96,10 +89,10 @@ def main() -> None:
         cfg = EvalConfig(max_chars=args.max_chars, progress=False)
         summary = evaluate(list(models.values()), texts, ["bpb"], None, work / f"eval-{hname}", cfg, text_paths=[path],
                            names=[m.replace("/", "-") for m in models])
-        sample = "\n".join(texts)[: args.max_chars]
         for m, row in zip(models, summary["models"]):
+            # Both from the scored text itself (evaluate's bpb task counts its tokens too).
             table[m][f"bpb {hname}"] = row["metrics"]["bits_per_byte"]
-            table[m][f"chars/token {hname}"] = chars_per_token(models[m], sample)
+            table[m][f"chars/token {hname}"] = row["metrics"]["chars_per_token"]
     results["runs"] = table
     base_row = table["base"]
     hnames = list(held)

@@ -15,11 +15,6 @@ from vocadapt.train import TrainConfig, train_embeddings
 from vocadapt.train.distill import ChunkAligner, align_chunks, chunk_loss
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VOCADAPT_CACHE", str(tmp_path / "cache"))
-
-
 def small(**kw) -> TrainConfig:
     base = dict(steps=4, lr=1e-2, warmup_steps=0, seq_len=32, batch_size=4, eval_every=0, progress=False)
     base.update(kw)
