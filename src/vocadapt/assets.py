@@ -308,14 +308,15 @@ def html_to_text(source: str) -> str:
 
 def _group_paragraphs(text: str, size: int = 1500) -> list[str]:
     """Cut a long text into documents of about ``size`` characters at paragraph breaks."""
-    docs, cur = [], []
+    docs, cur, n = [], [], 0
     for para in (p.strip() for p in text.split("\n\n")):
         if not para:
             continue
         cur.append(para)
-        if sum(map(len, cur)) >= size:
+        n += len(para)
+        if n >= size:
             docs.append("\n\n".join(cur))
-            cur = []
+            cur, n = [], 0
     if cur:
         docs.append("\n\n".join(cur))
     return docs
