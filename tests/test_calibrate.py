@@ -118,6 +118,12 @@ def test_chain_train_propagate_calibrate_generate(tmp_path):
                                TrainConfig(steps=3, batch_size=4, seq_len=32, eval_every=0, progress=False, warmup_steps=0))
     prop = propagate(pair["base"], pair["instruct"], trained.model_dir, tmp_path / "prop", PropagateConfig(method="conversion"))
     assert prop.fits["input"].fit_tokens > 0
+    from pathlib import Path
+
+    from vocadapt.propagate.calibrate import teacher_from
+
+    assert teacher_from(tmp_path / "prop") == Path(pair["instruct"])  # whose answers --copy-answers instruct learns
+    assert teacher_from(trained.model_dir) is None
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps({"messages": [{"role": "user", "content": s}, {"role": "assistant", "content": s}]},
                                        ensure_ascii=False) + "\n" for s in fx.corpus("ru", 12, seed=4)), encoding="utf-8")
@@ -183,3 +189,56 @@ def test_train_head_writes_the_trained_head(tmp_path, tied):
     if not tied:
         assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
     assert set(after) == set(before)
+
+
+def test_copy_answers_come_from_the_instruct_model(monkeypatch):
+    """``copy_answers: instruct``: the assistant turn is the instruct model's own answer (its
+    marker kept), asked once per distinct paragraph; an answer that is not a copy is dropped."""
+    from vocadapt.evaluate import lm as lm_module
+    from vocadapt.propagate.calibrate import instruct_answers
+
+    texts = ["Первый абзац текста, который модель должна повторить дословно.",
+             "Второй абзац, который модель перескажет своими словами вместо копии."]
+    asked: list[str] = []
+
+    class Teacher:
+        def chat(self, q):
+            return q
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+        def generate_batched(self, requests):
+            asked.extend(p for p, _ in requests)
+            return [f" [m] {texts[0]}" if texts[0] in p else "Не буду." for p, _ in requests]
+
+    monkeypatch.setattr(lm_module.HFLM, "from_dir", classmethod(lambda cls, *a, **k: Teacher()))
+    convs = copy_conversations(texts, 5, chars=(40, 600))
+    kept, dropped = instruct_answers("teacher", convs, progress=False)
+    assert len(asked) == 2  # five examples over two paragraphs: two generations
+    assert dropped == len(convs) - len(kept) > 0
+    assert kept and all(c[1]["content"] == f"[m] {texts[0]}" and texts[0] in c[0]["content"] for c in kept)
+
+
+def test_batched_generation_equals_one_at_a_time(chat_model):
+    from vocadapt.evaluate.lm import GenArgs, HFLM
+
+    lm = HFLM.from_dir(chat_model["model"], batch_size=2)
+    prompts = [lm.chat(q) for q in ("a", "привет, как дела у тебя сегодня?", "one two three")]
+    one = [g.text for g in lm.generate_until([(p, GenArgs(max_new_tokens=n)) for p, n in zip(prompts, (5, 7, 3))])]
+    assert lm.generate_batched(list(zip(prompts, (5, 7, 3)))) == one
+
+
+def test_copy_answers_instruct_needs_the_instruct_model(chat_model, tmp_path):
+    cfg = CalibrateConfig(**FAST, copy_answers="instruct", copy_examples=4, copy_chars=[20, 600])
+    with pytest.raises(VocadaptError, match="the instruct model to answer the copy examples is unknown; pass --teacher") as e:
+        calibrate(chat_model["model"], tmp_path / "c", cfg, copy_text=chat_model["text"])
+    assert "\n" not in str(e.value) and not (tmp_path / "c").exists()
+    # A random tiny model copies nothing: said in one line, nothing written.
+    cfg = CalibrateConfig(**{**FAST, "max_length": 64}, copy_answers="instruct", copy_examples=4, copy_chars=[20, 600],
+                          teacher=str(chat_model["model"]))
+    with pytest.raises(VocadaptError, match="copied none of the copy examples"):
+        calibrate(chat_model["model"], tmp_path / "c", cfg, copy_text=chat_model["text"])
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(ValueError, match="copy_answers must be one of auto, instruct, text"):
+        CalibrateConfig(copy_answers="teacher")

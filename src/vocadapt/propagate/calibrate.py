@@ -28,6 +28,12 @@ from vocadapt.train.engine import GlobalBatch, OptimConfig, Task
 
 log = logging.getLogger("vocadapt")
 
+COPY_ANSWERS = ("auto", "instruct", "text")
+# An instruct model's answer to "repeat this" counts as a copy (and becomes a training turn) when
+# at least this share of characters match, over the longer text: a preface or a marker fits in
+# the rest, a refusal or a paraphrase does not.
+MIN_ANSWER_MATCH = 0.5
+
 
 @dataclass
 class CalibrateConfig(OptimConfig):
@@ -53,6 +59,14 @@ class CalibrateConfig(OptimConfig):
     copy_examples: int = field(default=200, metadata={"help": "copy-task examples generated from --copy-text paragraphs (0: none)"})
     copy_prompt: str = field(default=DEFAULT_PROMPT, metadata={"help": "user turn of a copy example; {text} is the paragraph"})
     copy_chars: list[int] = field(default_factory=lambda: [80, 600], metadata={"help": "paragraph length range in characters"})
+    copy_answers: str = field(default="auto", metadata={
+        "help": "assistant turn of a copy example: instruct (the original instruct model's own greedy answer, "
+                "kept when it holds the copy: the model learns the new vocabulary in the answer style it had, a "
+                "preface or marker included) | text (the paragraph itself) | auto (instruct when the instruct "
+                "model is known: --teacher, or the one MODEL_DIR was propagated from; else text)"})
+    teacher: str = field(default="", metadata={
+        "help": "the original instruct model that answers copy examples with --copy-answers instruct "
+                "(default: the instruct model MODEL_DIR was propagated from)"})
     max_length: int = field(default=512, metadata={"help": "tokens per conversation (longer ones are cut)"})
     batch_size: int = field(default=8, metadata={"help": "conversations per optimizer step (the global batch)"})
     val_examples: int = field(default=16, metadata={"help": "conversations held out for val_loss"})
@@ -74,6 +88,8 @@ class CalibrateConfig(OptimConfig):
             raise ValueError(f"copy_chars must be two lengths MIN MAX, not {self.copy_chars}")
         if "{text}" not in self.copy_prompt:
             raise ValueError("copy_prompt must contain {text}")
+        if self.copy_answers not in COPY_ANSWERS:
+            raise ValueError(f"copy_answers must be one of {', '.join(COPY_ANSWERS)}, not {self.copy_answers!r}")
         for name in ("copy_examples", "val_examples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, not {getattr(self, name)}")
@@ -126,6 +142,40 @@ def copy_conversations(texts: list[str], n: int, *, prompt: str = DEFAULT_PROMPT
         [{"role": "user", "content": prompt.format(text=p)}, {"role": "assistant", "content": p}]
         for p in (paragraphs[i % len(paragraphs)] for i in range(n))
     ]
+
+
+def instruct_answers(teacher: str | Path, conversations: list[list[dict[str, str]]], *,
+                     progress: bool = True) -> tuple[list[list[dict[str, str]]], int]:
+    """The copy conversations answered by the original instruct model ``teacher`` (greedy, its own
+    tokenizer), and how many were dropped because the answer did not hold the copy.
+
+    Training the propagated model on these answers is sequence-level self-distillation: it keeps
+    whatever the instruct model writes around a copy (a preface, a marker) instead of learning to
+    drop it, which the bare paragraph as the answer would teach.
+    """
+    from vocadapt.evaluate.copy_task import char_match
+    from vocadapt.evaluate.lm import HFLM
+
+    lm = HFLM.from_dir(teacher, name="instruct answers", progress=progress, batch_size=8)
+    prompts = list(dict.fromkeys(c[0]["content"] for c in conversations))  # copies cycle: answer each once
+    refs = {c[0]["content"]: c[1]["content"] for c in conversations}
+    gens = lm.generate_batched([(lm.chat(q), int(lm.count_tokens(refs[q]) * 1.3) + 16) for q in prompts])
+    answers = {q: g.strip() for q, g in zip(prompts, gens) if char_match(g.strip(), refs[q]) >= MIN_ANSWER_MATCH}
+    kept = [[c[0], {"role": "assistant", "content": answers[c[0]["content"]]}] for c in conversations
+            if c[0]["content"] in answers]
+    return kept, len(conversations) - len(kept)
+
+
+def teacher_from(model_dir: Path) -> Path | None:
+    """The instruct model that ``vocadapt propagate`` read to make ``model_dir``."""
+    import json
+
+    try:
+        prov = json.loads((Path(model_dir) / "vocadapt.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    path = ((prov.get("inputs") or {}).get("instruct") or {}).get("path") if prov.get("step") == "propagate" else None
+    return Path(path) if path else None
 
 
 def encode_conversation(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> tuple[list[int], list[int]]:
@@ -323,7 +373,7 @@ class CalibrationTask(Task):
     def settings(self) -> dict:
         from vocadapt.provenance import fingerprint
 
-        keep = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "lora_layers", "train_embeddings", "train_head",
+        keep = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "lora_layers", "train_embeddings", "train_head", "copy_answers",
                 "max_length", "batch_size", "val_examples", "keep_adapter")
         cfg = asdict(self.config)
         return {**{k: cfg[k] for k in keep}, "model": fingerprint(self.model_dir), "examples": self.counts}
@@ -359,8 +409,10 @@ def merged_tensors(model, ckpt) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------------
 
 
-def build_conversations(config: CalibrateConfig, instructions=None, copy_text=None) -> tuple[list, dict[str, int]]:
-    """Instruction conversations (JSONL files) plus generated copy examples, with their counts."""
+def build_conversations(config: CalibrateConfig, instructions=None, copy_text=None, *,
+                        teacher: str | Path | None = None) -> tuple[list, dict[str, int]]:
+    """Instruction conversations (JSONL files) plus generated copy examples, with their counts;
+    with ``copy_answers: instruct`` the copies are answered by ``teacher`` (the instruct model)."""
     from vocadapt.corpus import read_texts
 
     if isinstance(instructions, (str, Path)):
@@ -372,9 +424,25 @@ def build_conversations(config: CalibrateConfig, instructions=None, copy_text=No
     if copy_text and config.copy_examples:
         copies = copy_conversations(read_texts(copy_text), config.copy_examples, prompt=config.copy_prompt,
                                     chars=tuple(config.copy_chars), seed=config.seed)
+    counts = {"instructions": len(convs), "copy": len(copies)}
+    mode = config.copy_answers
+    if mode == "auto":
+        mode = "instruct" if teacher is not None and Path(teacher).exists() else "text"
+        if copies:
+            log.info("copy examples answered by %s (--copy-answers auto)", "the instruct model" if mode == "instruct" else "the text itself")
+    if copies and mode == "instruct":
+        if teacher is None or not Path(teacher).exists():
+            raise VocadaptError(
+                f"--copy-answers instruct: the instruct model to answer the copy examples "
+                f"{'is gone: ' + str(teacher) if teacher else 'is unknown'}; pass --teacher INSTRUCT_DIR")
+        copies, dropped = instruct_answers(teacher, copies, progress=config.progress)
+        counts["copy"], counts["copy_dropped"] = len(copies), dropped
+        (log.warning if not copies else log.info)(
+            "copy examples answered by %s: %d kept, %d dropped (answer not a copy)", teacher, len(copies), dropped)
     if not convs and not copies:
-        raise VocadaptError("nothing to calibrate on: give --instructions FILE.jsonl and/or --copy-text TEXT")
-    return convs + copies, {"instructions": len(convs), "copy": len(copies)}
+        raise VocadaptError("nothing to calibrate on: give --instructions FILE.jsonl and/or --copy-text TEXT"
+                            + (" (the instruct model copied none of the copy examples)" if counts.get("copy_dropped") else ""))
+    return convs + copies, counts
 
 
 def calibrate(model_dir: str | Path, out: str | Path, config: CalibrateConfig | None = None, instructions=None,
@@ -392,8 +460,10 @@ def calibrate(model_dir: str | Path, out: str | Path, config: CalibrateConfig | 
     out = Path(out)
     if not resume and out.exists() and any(out.iterdir()):
         raise VocadaptError(f"run directory exists and is not empty: {out} (use --resume to continue it, or another --out)")
-    convs, counts = build_conversations(config, instructions, copy_text)
-    task = CalibrationTask(resolve_run_dir(model_dir), convs, config, counts)
+    model_dir = resolve_run_dir(model_dir)
+    teacher = Path(config.teacher) if config.teacher else teacher_from(model_dir)
+    convs, counts = build_conversations(config, instructions, copy_text, teacher=teacher)
+    task = CalibrationTask(model_dir, convs, config, counts)
     log.info("calibration data: %d instruction + %d copy conversations (%d held out)",
              counts["instructions"], counts["copy"], counts["validation"])
     result = run(task, config, out, resume=resume)
