@@ -333,3 +333,63 @@ def test_train_stage_distils_from_the_recipes_source_model(recipe_file, tmp_path
     raw = yaml.safe_load(path.read_text())
     raw["train"]["objective"] = "lm"
     assert _replan(path, raw)["train:mean"] == ("run", "settings changed: config.objective: 'distill' -> 'lm'")
+
+
+def test_tokenizer_objective_grid_propagates_the_best(recipe_file, tmp_path, source_models, target_tokenizers):
+    """Two named tokenizers x one init x two objectives, and ``propagate: {from: best}``: every
+    model of the grid is made and evaluated before the propagation, which takes the one with the
+    lowest bits per byte relative to the original (recomputed here from the evaluations)."""
+    small = {"steps": 2, "batch_size": 2, "seq_len": 32, "eval_every": 0, "progress": False, "warmup_steps": 0}
+    path = recipe_file(
+        tokenizer=[{"name": "own", "mode": "path", "path": str(target_tokenizers["byte_level"])},
+                   {"name": "ext", "mode": "extend", "add": 16}],
+        init=[{"method": "mean"}, {"method": "random", "tokenizer": "own"}],
+        train={"from": ["mean"], "objective": ["lm", "distill"], **small},
+        instruct_model=str(source_models["llama-bytelevel-tied"]),
+        propagate={"from": "best", "methods": ["conversion"]},
+    )
+    r = load_recipe(path)
+    plan = plan_recipe(r)
+    ids = [s.id for s in plan.stages]
+    grid = ["mean@own+lm", "mean@own+distill", "mean@ext+lm", "mean@ext+distill"]
+    assert [i for i in ids if i.startswith("train:")] == [f"train:{g}" for g in grid]  # random is not trained
+    assert "tokenizer:ext" in ids and "init:random@own" in ids and "init:random@ext" not in ids
+    prop = ids.index("propagate:best/conversion")
+    assert all(ids.index(f"eval:{t}:{m}") < prop for t in r.heldout for m in ["original", *grid])
+    assert plan.by_id()["propagate:best/conversion"].payload["candidates"] == grid
+
+    lines: list[str] = []
+    summary = run_recipe(r, echo=lines.append)
+    rows = {row["model"]: row for row in summary["leaderboard"]}
+    texts = list(r.heldout)
+    rel = {g: sum(rows[g.split("+")[0]][f"bpb {t} +{g.split('+', 1)[1]}"] / rows["original"][f"bpb {t}"] for t in texts) / len(texts)
+           for g in grid}
+    best = min(rel, key=rel.get)
+    marker = json.loads((tmp_path / "out" / "propagate" / "best_conversion" / ".vocadapt-stage.json").read_text())
+    assert marker["results"]["picked"] == best
+    assert any(line.startswith(f"    best: {best} ") for line in lines)
+    assert f"best/conversion ({best})" in {row["model"] for row in summary["instruct"]}
+    # The distill runs learnt from the source model (the teacher init recorded).
+    prov = json.loads((tmp_path / "out" / "train" / "mean@ext+distill" / "model" / "vocadapt.json").read_text())
+    assert prov["config"]["objective"] == "distill"
+    assert not any(s.run for s in plan_recipe(load_recipe(path)).stages)  # all reused on a rerun
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"tokenizer": [{"mode": "train"}]}, "needs a name: on each entry"),
+    ({"tokenizer": [{"name": "a", "mode": "train"}, {"name": "a", "mode": "extend"}]}, "two tokenizers are named 'a'"),
+    ({"tokenizer": [{"name": "a/b", "mode": "train"}]}, "may use letters"),
+    ({"init": [{"method": "mean", "tokenizer": "own"}]}, "picks among named tokenizers"),
+    ({"train": {"from": ["meen"]}}, "did you mean 'mean'?"),
+    ({"train": {"objective": ["lm", "lm"]}}, "with a repeat"),
+    ({"train": {"objective": ["lm", "distil"]}}, "objective"),
+    ({"train": {"objective": ["lm", "distill"]}, "propagate": {"from": ["mean"]}}, "trained more than once; name one of mean+lm, mean+distill"),
+    ({"propagate": {"from": ["best", "mean"]}}, "from: best stands alone"),
+    ({"propagate": {"from": "best"}, "eval": {"tasks": ["copy"]}}, "add bpb to eval.tasks"),
+])
+def test_grid_mistakes_are_one_line(recipe_file, source_models, edit, message):
+    if "propagate" in edit:
+        edit = {"instruct_model": str(source_models["llama-bytelevel-tied"]), **edit}
+    with pytest.raises(VocadaptError, match=message.replace("?", r"\?").replace("+", r"\+")) as e:
+        validate_recipe(load_recipe(recipe_file(**edit)))
+    assert "\n" not in str(e.value)

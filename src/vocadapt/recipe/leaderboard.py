@@ -1,7 +1,7 @@
 """One comparison from a recipe run: the leaderboard, the per-text eval tables and the report.
 
-A leaderboard row per init method: characters per token, bits per byte on each held-out text
-right after init (step 0) and after the recipe's training, the init's wall time and peak
+A leaderboard row per init model (method and tokenizer): characters per token, bits per byte on
+each held-out text right after init (step 0) and after each of the recipe's trainings, the init's wall time and peak
 memory, and training throughput; the original model first, for reference. Instruct-side models
 (the twin, each propagation, each calibration) get a second table. Written to
 ``OUT/leaderboard.{md,json}`` and into ``OUT/report.html`` with the loss curves.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from vocadapt.recipe import schema as S
 from vocadapt.recipe.plan import Plan
 
 
@@ -40,24 +41,30 @@ def leaderboard_rows(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, A
     row: dict[str, Any] = {"model": "original", "chars_per_token": metric("original", "chars_per_token")}
     row.update({f"bpb {t}": bpb("original", t) for t in texts})
     base.append(row)
-    trained = any(s.kind == "train" for s in plan.stages)
-    for name in plan.recipe.init_names():
+    got = S.train_configs(plan.recipe)
+    suffixes = list(got[1]) if got else []
+    train_ids = {s.payload.get("label"): s.id for s in plan.stages if s.kind == "train"}
+    for name, _, _ in plan.recipe.init_models():
         init = res.get(f"init:{name}", {})
         row = {"model": name, "chars_per_token": metric(name, "chars_per_token")}
         for t in texts:
             row[f"bpb {t}"] = bpb(name, t)
-            if trained:
-                row[f"bpb {t} +train"] = bpb(f"{name}+train", t)
+            for sfx in suffixes:
+                row[f"bpb {t} {sfx}"] = bpb(f"{name}{sfx}", t)
         row["init_s"] = init.get("wall_seconds")
         rss = init.get("peak_rss_bytes")
         row["init_peak_gib"] = round(rss / 2**30, 2) if rss else None
-        if trained:
-            row["train_tokens_per_s"] = res.get(f"train:{name}", {}).get("tokens_per_s")
+        for sfx in suffixes:
+            key = "train_tokens_per_s" if sfx == "+train" else f"tokens/s {sfx}"
+            row[key] = res.get(train_ids.get(f"{name}{sfx}", ""), {}).get("tokens_per_s")
         base.append(row)
     for m in plan.models:
         if m.side != "instruct":
             continue
         row = {"model": m.label}
+        picked = res.get(f"propagate:{m.label.removesuffix('+calibrate')}", {}).get("picked")
+        if picked:
+            row["model"] = f"{m.label} ({picked})"
         for t in texts:
             row[f"bpb {t}"] = bpb(m.label, t)
         metrics = res.get(f"eval:{first}:{m.label}", {}).get("metrics") or {}

@@ -130,25 +130,33 @@ def _slug(label: str) -> str:
 
 
 def build_plan(r: S.Recipe) -> Plan:
-    """Every stage of ``r`` in execution order, with resolved settings (validates as it goes)."""
+    """Every stage of ``r`` in execution order, with resolved settings (validates as it goes).
+
+    Base-side models are evaluated before anything is propagated, so that ``propagate: {from:
+    best}`` can read their bits per byte when it runs."""
     out = r.out
     stages: list[Stage] = []
     models: list[ModelRef] = [ModelRef("original", None, Path(r.source_model), "base")]
 
-    mode, tok_cfg = S.tokenizer_config(r)
-    if mode == "path":
-        tok_ref: tuple[str | None, Path] = (None, Path(r.tokenizer["path"]))
-    else:
+    tok_refs: dict[str | None, tuple[str | None, Path]] = {}
+    for tname, spec in r.tokenizers():
+        mode, tok_cfg = S.tokenizer_config(r, spec, tname)
+        if mode == "path":
+            tok_refs[tname] = (None, Path(spec["path"]))
+            continue
         files = {"corpus": r.corpus}
         if mode in ("extend", "optimize") or (tok_cfg.like == r.source_model):
             files["source_model"] = [r.source_model]
-        stages.append(Stage("tokenizer", "tokenizer", out / "tokenizer", {"mode": mode, "config": _jsonable(tok_cfg)},
+        sid, dest = ("tokenizer", out / "tokenizer") if tname is None else (f"tokenizer:{tname}", out / "tokenizer" / tname)
+        stages.append(Stage(sid, "tokenizer", dest, {"mode": mode, "config": _jsonable(tok_cfg)},
                             files=files, payload={"mode": mode, "config": tok_cfg}))
-        tok_ref = ("tokenizer", out / "tokenizer")
+        tok_refs[tname] = (sid, dest)
 
-    train_cfg = S.train_config(r)
-    trained: dict[str, Path] = {}
-    for step in r.init:
+    got = S.train_configs(r)
+    to_train, train_cfgs = got if got else ([], {})
+    trained: dict[str, str] = {}   # trained model label -> its train stage id
+    for label, step, tname in r.init_models():
+        tok_ref = tok_refs[tname]
         name, cfg, fw = S.init_config(r, step)
         options = {k: v for k, v in step.items() if k not in S.INIT_KEYS}
         files = {"source_model": [r.source_model]}
@@ -160,19 +168,50 @@ def build_plan(r: S.Recipe) -> Plan:
         if helper is not None:  # the helper model is the init's target; its tokenizer is checked against the recipe's
             files["helper"] = [str(helper)]
             settings["helper"] = str(helper)
-        st = Stage(f"init:{name}", "init", out / "models" / name, settings,
+        st = Stage(f"init:{label}", "init", out / "models" / label, settings,
                    inputs={"tokenizer": tok_ref[0]} if tok_ref[0] else {},
                    files=files if tok_ref[0] else {**files, "tokenizer": [str(tok_ref[1])]},
                    payload={"method": step["method"], "options": options, "tokenizer": tok_ref[1], "helper": helper, **fw})
         stages.append(st)
-        models.append(ModelRef(name, st.id, st.dest, "base"))
-        if train_cfg is not None:
-            tr = Stage(f"train:{name}", "train", out / "train" / name, {"config": _jsonable(train_cfg)},
+        models.append(ModelRef(label, st.id, st.dest, "base"))
+        if label not in to_train:
+            continue
+        for suffix, train_cfg in train_cfgs.items():
+            tlabel = f"{label}{suffix}"
+            sid, dest = (f"train:{label}", out / "train" / label) if suffix == "+train" else (f"train:{tlabel}", out / "train" / tlabel)
+            tr = Stage(sid, "train", dest, {"config": _jsonable(train_cfg)},
                        inputs={"model": st.id}, files={"corpus": r.corpus, "eval_text": next(iter(r.heldout.values()))},
-                       payload={"config": train_cfg, "model": st.dest})
+                       payload={"config": train_cfg, "model": st.dest, "label": tlabel})
             stages.append(tr)
-            trained[name] = tr.dest / "model"
-            models.append(ModelRef(f"{name}+train", tr.id, trained[name], "base"))
+            trained[tlabel] = tr.id
+            models.append(ModelRef(tlabel, tr.id, dest / "model", "base"))
+
+    tasks, instruct_tasks, data, ecfg = S.eval_config(r)
+    eval_ids: list[str] = []
+    first = next(iter(r.heldout), None)
+
+    def add_evals(side_models: list[ModelRef]) -> None:
+        for text, paths in r.heldout.items():
+            for m in side_models:
+                t = instruct_tasks if m.side == "instruct" else tasks
+                if text != first:
+                    # Further held-out texts are there for a second bits-per-byte figure (another
+                    # domain); the generation tasks run once, on the first text, which is the one the
+                    # leaderboard reports them for.
+                    t = [x for x in t if x == "bpb"]
+                    if not t:
+                        continue
+                st = Stage(f"eval:{text}:{m.label}", "eval", out / "eval" / text / _slug(m.label),
+                           {"tasks": t, "data": data, "config": _jsonable(ecfg)},
+                           inputs={"model": m.stage} if m.stage else {},
+                           files={"text": paths, **({} if m.stage else {"model": [str(m.path)]}), **({"data": [data]} if data else {})},
+                           payload={"model": m.path, "label": m.label, "tasks": t, "config": ecfg, "text": text, "paths": paths,
+                                    "data": data})
+                stages.append(st)
+                eval_ids.append(st.id)
+
+    add_evals(list(models))
+    n_base = len(models)
 
     prop = S.propagate_config(r)
     propagated: list[str] = []
@@ -181,15 +220,25 @@ def build_plan(r: S.Recipe) -> Plan:
 
         froms, methods, pcfg = prop
         models.append(ModelRef("instruct", None, Path(str(r.instruct_model)), "instruct"))
+        by_label = {m.label: m for m in models}
+        base_models = S.base_model_labels(r)
         for name in froms:
-            upstream = f"train:{name}" if name in trained else f"init:{name}"
-            adapted = trained.get(name, out / "models" / name)
+            if name == S.BEST:
+                # Candidates: the trained models (all base-side models without training); the
+                # choice reads their evaluations and the original's, so those are its inputs.
+                cands = list(trained) or [m.label for m in models[1:n_base]]
+                inputs = {f"eval:{t}:{c}": f"eval:{t}:{c}" for t in r.heldout for c in ["original", *cands]}
+                payload_adapted = None
+            else:
+                target = by_label[base_models[name]]
+                inputs, cands, payload_adapted = {"adapted": target.stage}, [], target.path
             for m in methods:
                 cfg = dataclasses.replace(pcfg, method=m)
                 label = f"{name}/{m}"
                 st = Stage(f"propagate:{label}", "propagate", out / "propagate" / _slug(label), {"config": _jsonable(cfg)},
-                           inputs={"adapted": upstream}, files={"base": [r.source_model], "instruct": [str(r.instruct_model)]},
-                           payload={"config": cfg, "adapted": adapted})
+                           inputs=inputs, files={"base": [r.source_model], "instruct": [str(r.instruct_model)]},
+                           payload={"config": cfg, "adapted": payload_adapted, "candidates": cands,
+                                    "candidate_paths": {c: str(by_label[c].path) for c in cands}})
                 stages.append(st)
                 propagated.append(label)
                 models.append(ModelRef(label, st.id, st.dest, "instruct"))
@@ -207,28 +256,7 @@ def build_plan(r: S.Recipe) -> Plan:
                                     "instructions": instructions, "copy_text": copy_text})
                 stages.append(st)
                 models.append(ModelRef(f"{label}+calibrate", st.id, st.dest, "instruct"))
-
-    tasks, instruct_tasks, data, ecfg = S.eval_config(r)
-    eval_ids = []
-    first = next(iter(r.heldout), None)
-    for text, paths in r.heldout.items():
-        for m in models:
-            t = instruct_tasks if m.side == "instruct" else tasks
-            if text != first:
-                # Further held-out texts are there for a second bits-per-byte figure (another
-                # domain); the generation tasks run once, on the first text, which is the one the
-                # leaderboard reports them for.
-                t = [x for x in t if x == "bpb"]
-                if not t:
-                    continue
-            st = Stage(f"eval:{text}:{m.label}", "eval", out / "eval" / text / _slug(m.label),
-                       {"tasks": t, "data": data, "config": _jsonable(ecfg)},
-                       inputs={"model": m.stage} if m.stage else {},
-                       files={"text": paths, **({} if m.stage else {"model": [str(m.path)]}), **({"data": [data]} if data else {})},
-                       payload={"model": m.path, "label": m.label, "tasks": t, "config": ecfg, "text": text, "paths": paths,
-                                "data": data})
-            stages.append(st)
-            eval_ids.append(st.id)
+    add_evals(models[n_base:])
     if r.report:
         stages.append(Stage("report", "report", out / "report", {"title": r.name},
                             inputs={sid: sid for sid in eval_ids}))

@@ -148,12 +148,37 @@ def _train(s: Stage, plan: Plan) -> dict[str, Any]:
         s.payload["model"], r.corpus, s.dest, s.payload["config"], eval_text=eval_text, resume=resume)))
 
 
+def pick_best(s: Stage, plan: Plan) -> tuple[str, dict[str, float]]:
+    """(label, {candidate: relative bits per byte}) for ``propagate: {from: best}``: each candidate's
+    bits per byte divided by the original's on the same held-out text, averaged over the texts."""
+    stages = plan.by_id()
+
+    def bpb(sid: str) -> float:
+        marker = stages[sid].done() or {}
+        value = ((marker.get("results") or {}).get("metrics") or {}).get("bits_per_byte")
+        if value is None:
+            raise VocadaptError(f"{s.id}: {sid} has no bits per byte to pick the best model by")
+        return float(value)
+
+    texts = list(plan.recipe.heldout)
+    scores = {c: round(sum(bpb(f"eval:{t}:{c}") / bpb(f"eval:{t}:original") for t in texts) / len(texts), 4)
+              for c in s.payload["candidates"]}
+    return min(scores, key=lambda c: (scores[c], c)), scores
+
+
 def _propagate(s: Stage, plan: Plan) -> dict[str, Any]:
+    from pathlib import Path
+
     from vocadapt.propagate import propagate
 
     r = plan.recipe
-    report = propagate(r.source_model, r.instruct_model, s.payload["adapted"], s.dest, s.payload["config"], overwrite=True)
-    return report.as_dict() if hasattr(report, "as_dict") else dict(vars(report))
+    adapted, picked = s.payload["adapted"], {}
+    if adapted is None:
+        best, scores = pick_best(s, plan)
+        adapted = Path(s.payload["candidate_paths"][best])
+        picked = {"picked": best, "relative_bpb": scores}
+    report = propagate(r.source_model, r.instruct_model, adapted, s.dest, s.payload["config"], overwrite=True)
+    return {**(report.as_dict() if hasattr(report, "as_dict") else dict(vars(report))), **picked}
 
 
 def _calibrate(s: Stage, plan: Plan) -> dict[str, Any]:
@@ -222,6 +247,9 @@ def run_recipe(r: S.Recipe, *, echo=print, force: tuple[str, ...] = (), only: tu
             where = f"{s.id} at step {e.step} (checkpoint saved; the rerun resumes it)" if isinstance(e, TrainingInterrupted) else s.id
             raise KeyboardInterrupt(f"interrupted during {where}; finished stages are kept (rerun the recipe to continue)") from None
         results.setdefault("stage_seconds", round(time.perf_counter() - t0, 1))
+        if "picked" in results:
+            scores = ", ".join(f"{k} {v:.3f}" for k, v in sorted(results["relative_bpb"].items(), key=lambda kv: kv[1]))
+            echo(f"    best: {results['picked']} (bits per byte relative to the original: {scores})")
         write_marker(s, plan, results)
         done.add(s.id)
     from vocadapt.recipe.leaderboard import summary

@@ -23,6 +23,20 @@ A recipe names the models, the text and one section per pipeline stage::
     eval: {tasks: [bpb], max_docs: 300}
     report: true
 
+Several tokenizers are a list of named entries; each init entry then runs on every tokenizer
+(or those its ``tokenizer:`` names) and its models are labelled ``NAME@TOKENIZER``. Training
+takes ``from:`` (the init models to train; default all) and one objective or a list of them
+(one run each, labelled ``+lm``, ``+distill``, ...). ``propagate: {from: best}`` propagates the
+base-side model with the lowest bits per byte relative to the original, averaged over the held-out
+texts, which the recipe decides when it gets there::
+
+    tokenizer:
+      - {name: replace, mode: train, kind: bpe, vocab_size: 16000}
+      - {name: extend, mode: extend, add: 16000}
+    init: [{method: mean}, {method: focus, tokenizer: replace}]
+    train: {from: [mean], objective: [lm, distill], steps: 30}
+    propagate: {from: best, methods: [conversion]}
+
 Every section's keys are the fields of the config class its CLI command uses (so the
 defaults live in one place), plus a few recipe-only keys (``from``, ``methods``, ``name``,
 ``fallback``, ``helper``, ``instructions``). ``helper`` (regression only) names a helper
@@ -56,7 +70,9 @@ TOP_KEYS = (
 REQUIRED = ("source_model", "corpus", "heldout", "tokenizer", "init")
 TOKENIZER_MODES = ("train", "extend", "optimize", "path")
 # Keys a section takes besides its config class's fields.
-INIT_KEYS = ("method", "name", "fallback", "pad_to", "helper")
+INIT_KEYS = ("method", "name", "fallback", "pad_to", "helper", "tokenizer")
+TRAIN_KEYS = ("from",)
+BEST = "best"  # propagate.from: the base-side model with the lowest relative bits per byte
 HELPER_METHODS = ("regression",)  # the init methods that read a helper model (the init's target)
 PROPAGATE_KEYS = ("from", "methods")
 CALIBRATE_KEYS = ("from", "instructions", "copy_text")
@@ -77,7 +93,7 @@ class Recipe:
     source_model: str
     corpus: list[str]
     heldout: dict[str, list[str]]
-    tokenizer: dict[str, Any]
+    tokenizer: dict[str, Any] | list[dict[str, Any]]  # one mapping, or named entries
     init: list[dict[str, Any]]
     instruct_model: str | None = None
     train: dict[str, Any] | None = None
@@ -91,6 +107,26 @@ class Recipe:
 
     def init_names(self) -> list[str]:
         return [str(s.get("name", s["method"])) for s in self.init]
+
+    def tokenizers(self) -> list[tuple[str | None, dict[str, Any]]]:
+        """(name, spec without the name) per tokenizer; a single mapping has no name."""
+        if isinstance(self.tokenizer, dict):
+            return [(None, dict(self.tokenizer))]
+        return [(str(t["name"]), {k: v for k, v in t.items() if k != "name"}) for t in self.tokenizer]
+
+    def init_models(self) -> list[tuple[str, dict[str, Any], str | None]]:
+        """(label, init entry, tokenizer name) of every init model: one per entry and tokenizer
+        it runs on, labelled NAME, or NAME@TOKENIZER when the recipe has several tokenizers."""
+        toks = [n for n, _ in self.tokenizers()]
+        out = []
+        for step in self.init:
+            wanted = step.get("tokenizer")
+            wanted = toks if wanted is None else ([wanted] if isinstance(wanted, str) else list(wanted))
+            for t in toks:
+                if t in wanted:
+                    name = str(step.get("name", step["method"]))
+                    out.append((name if t is None else f"{name}@{t}", step, t))
+        return out
 
 
 def _expand(value: Any, out: Path, fetch: bool, missing: set[str]) -> Any:
@@ -156,7 +192,22 @@ def recipe_from_dict(raw: dict[str, Any], out: str | Path | None = None, where: 
     init = data["init"]
     if not isinstance(init, list) or not init or not all(isinstance(i, dict) and "method" in i for i in init):
         raise VocadaptError(f"{where}: 'init' must be a non-empty list of {{method: NAME, option: value, ...}}")
-    for key in ("tokenizer", "train", "propagate", "calibrate", "eval"):
+    tokenizer = data["tokenizer"]
+    if isinstance(tokenizer, list):
+        if not tokenizer or not all(isinstance(t, dict) and isinstance(t.get("name"), str) and t["name"] for t in tokenizer):
+            raise VocadaptError(f"{where}: a list of tokenizers needs a name: on each entry ({{name: NAME, mode: ...}})")
+        names = [t["name"] for t in tokenizer]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            raise VocadaptError(f"{where}: two tokenizers are named {dup!r}")
+        for n in names:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", n):
+                raise VocadaptError(f"{where}: tokenizer name {n!r} may use letters, digits, '_', '.' and '-' only")
+        tokenizer = [dict(t) for t in tokenizer]
+    elif isinstance(tokenizer, dict):
+        tokenizer = dict(tokenizer)
+    else:
+        raise VocadaptError(f"{where}: 'tokenizer' must be a mapping of options or a list of named ones, not {type(tokenizer).__name__}")
+    for key in ("train", "propagate", "calibrate", "eval"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise VocadaptError(f"{where}: '{key}' must be a mapping of options, not {type(data[key]).__name__}")
     heldout = data["heldout"]
@@ -168,7 +219,7 @@ def recipe_from_dict(raw: dict[str, Any], out: str | Path | None = None, where: 
     return Recipe(
         name=str(data.get("name", out_dir.name)), out=out_dir, source_model=str(data["source_model"]),
         corpus=as_list(data["corpus"]), heldout={str(k): as_list(v) for k, v in heldout.items()},
-        tokenizer=dict(data["tokenizer"]), init=[dict(i) for i in init],
+        tokenizer=tokenizer, init=[dict(i) for i in init],
         instruct_model=str(data["instruct_model"]) if data.get("instruct_model") else None,
         train=dict(data["train"]) if data.get("train") is not None else None,
         propagate=dict(data["propagate"]) if data.get("propagate") is not None else None,
@@ -200,22 +251,23 @@ def build_config(cls: type, raw: dict[str, Any], where: str, extra: tuple[str, .
         raise VocadaptError(f"{where}: {e}") from None
 
 
-def tokenizer_config(r: Recipe) -> tuple[str, Any]:
-    """(mode, config) of the tokenizer section; ``mode: path`` gives (path, None)."""
+def tokenizer_config(r: Recipe, spec: dict[str, Any] | None = None, name: str | None = None) -> tuple[str, Any]:
+    """(mode, config) of a tokenizer entry (default: the only one); ``mode: path`` gives (path, None)."""
     from vocadapt import tokenizer as T
 
-    spec = dict(r.tokenizer)
+    spec = dict(r.tokenizers()[0][1] if spec is None else spec)
+    what = "tokenizer" if name is None else f"tokenizer {name!r}"
     mode = spec.pop("mode", "train")
     if mode not in TOKENIZER_MODES:
-        raise VocadaptError(f"{r.where}: tokenizer mode must be one of {', '.join(TOKENIZER_MODES)}, not {mode!r}{did_you_mean(str(mode), TOKENIZER_MODES)}")
+        raise VocadaptError(f"{r.where}: {what} mode must be one of {', '.join(TOKENIZER_MODES)}, not {mode!r}{did_you_mean(str(mode), TOKENIZER_MODES)}")
     if mode == "path":
         if set(spec) - {"path"} or "path" not in spec:
-            raise VocadaptError(f"{r.where}: tokenizer mode 'path' takes exactly one key, path")
+            raise VocadaptError(f"{r.where}: {what} mode 'path' takes exactly one key, path")
         return "path", None
     cls = {"train": T.TrainConfig, "extend": T.ExtendConfig, "optimize": T.OptimizeConfig}[mode]
     if mode == "train":
         spec.setdefault("like", r.source_model)
-    return mode, build_config(cls, spec, f"{r.where}: tokenizer ({mode})")
+    return mode, build_config(cls, spec, f"{r.where}: {what} ({mode})")
 
 
 def init_config(r: Recipe, step: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
@@ -234,6 +286,15 @@ def init_config(r: Recipe, step: dict[str, Any]) -> tuple[str, Any, dict[str, An
         config = spec.make_config(options)
     except VocadaptError as e:
         raise VocadaptError(f"{where}: {e}") from None
+    toks = [n for n, _ in r.tokenizers()]
+    wanted = step.get("tokenizer")
+    if wanted is not None:
+        wanted_list = [wanted] if isinstance(wanted, str) else list(wanted) if isinstance(wanted, list) else [wanted]
+        if toks == [None]:
+            raise VocadaptError(f"{where}: tokenizer: picks among named tokenizers, and the recipe has one (drop it)")
+        for t in wanted_list:
+            if t not in toks:
+                raise VocadaptError(f"{where}: tokenizer {t!r} is not one of the recipe's{did_you_mean(str(t), toks)}; known: {', '.join(toks)}")
     fallback = step.get("fallback", "random")
     if fallback not in FALLBACKS:
         raise VocadaptError(f"{where}: fallback must be one of {', '.join(FALLBACKS)}, not {fallback!r}")
@@ -245,12 +306,47 @@ def init_config(r: Recipe, step: dict[str, Any]) -> tuple[str, Any, dict[str, An
     return name, config, {"fallback": fallback, "pad_to_multiple_of": step.get("pad_to")}
 
 
-def train_config(r: Recipe) -> Any | None:
+def train_configs(r: Recipe) -> tuple[list[str], dict[str, Any]] | None:
+    """(init model labels to train, {suffix: TrainConfig}) or None without the section.
+
+    One objective trains each model once (labelled ``+train``); a list of objectives trains it
+    once per objective (``+lm``, ``+distill``, ``+lm+distill``), same data and steps."""
     if r.train is None:
         return None
+    import dataclasses
+
     from vocadapt.train import TrainConfig
 
-    return build_config(TrainConfig, {"seed": r.seed, **r.train}, f"{r.where}: train")
+    spec = dict(r.train)
+    labels = [label for label, _, _ in r.init_models()]
+    froms = spec.pop("from", None)
+    if froms is not None:
+        froms = [froms] if isinstance(froms, str) else list(froms)
+        by_name = {}
+        for label, step, _ in r.init_models():
+            by_name.setdefault(str(step.get("name", step["method"])), []).append(label)
+        picked = []
+        for f in froms:
+            if f not in labels and f not in by_name:
+                known = list(dict.fromkeys([*by_name, *labels]))
+                raise VocadaptError(f"{r.where}: train.from names {f!r}, which is not an init model of this recipe{did_you_mean(str(f), known)}; known: {', '.join(known)}")
+            picked += by_name.get(f, [f])
+        labels = [x for x in labels if x in picked]
+    objectives = spec.pop("objective", None)
+    many = isinstance(objectives, list)
+    objectives = (objectives or ["lm"]) if many else ([objectives] if objectives is not None else [None])
+    where = f"{r.where}: train"
+    base = build_config(TrainConfig, {"seed": r.seed, **spec}, where, extra=TRAIN_KEYS)
+    configs = {}
+    for o in objectives:
+        try:
+            cfg = base if o is None else dataclasses.replace(base, objective=o)
+        except (TypeError, ValueError) as e:
+            raise VocadaptError(f"{where}: {e}") from None
+        configs["+" + o if many else "+train"] = cfg
+    if len(configs) != len(objectives):
+        raise VocadaptError(f"{where}: objective lists {objectives} with a repeat")
+    return labels, configs
 
 
 def eval_config(r: Recipe) -> tuple[list[str], list[str], str | None, Any]:
@@ -288,12 +384,50 @@ def propagate_config(r: Recipe) -> tuple[list[str], list[str], Any] | None:
 
     spec = dict(r.propagate)
     methods = spec.pop("methods", None)
-    froms = _names_from(r, "propagate", spec.pop("from", None), r.init_names(), r.init_names()[:1])
+    froms = spec.pop("from", None)
+    froms = [froms] if isinstance(froms, str) else froms
+    base_models = base_model_labels(r)
+    if froms is not None and BEST in froms:
+        if len(froms) != 1:
+            raise VocadaptError(f"{where}: from: best stands alone (it picks one model)")
+        tasks, _, _, _ = eval_config(r)
+        if "bpb" not in tasks:
+            raise VocadaptError(f"{where}: from: best picks by bits per byte; add bpb to eval.tasks")
+    else:
+        froms = _names_from(r, "propagate", froms, list(base_models), list(base_models)[:1])
+        for f in froms:
+            if base_models[f] is None:
+                raise VocadaptError(f"{where}: from: {f!r} was trained more than once; name one of "
+                                    + ", ".join(x for x in base_models if x.startswith(f + "+")))
     if methods is None:
         methods = [spec.get("method", "conversion")]
     methods = [methods] if isinstance(methods, str) else list(methods)
     configs = [build_config(PropagateConfig, {**spec, "method": m}, where) for m in methods]
     return froms, methods, configs[0]
+
+
+def base_model_labels(r: Recipe) -> dict[str, str | None]:
+    """Every base-side model a propagate.from can name -> the model it means: an init label means
+    its trained model when it was trained once (None: trained several times, ambiguous)."""
+    got = train_configs(r)
+    trained, suffixes = (got[0], list(got[1])) if got else ([], [])
+    out: dict[str, str | None] = {}
+    for label, _, _ in r.init_models():
+        if label in trained:
+            out[label] = f"{label}{suffixes[0]}" if len(suffixes) == 1 else None
+            for sfx in suffixes:
+                out[f"{label}{sfx}"] = f"{label}{sfx}"
+        else:
+            out[label] = label
+    return out
+
+
+def propagated_labels(r: Recipe) -> list[str]:
+    prop = propagate_config(r)
+    if prop is None:
+        return []
+    froms, methods, _ = prop
+    return [f"{f}/{m}" for f in froms for m in methods]
 
 
 def calibrate_config(r: Recipe, propagated: list[str]) -> tuple[list[str], Any, str | None, list[str]] | None:
@@ -334,7 +468,8 @@ def validate_recipe(r: Recipe, *, for_run: bool = False) -> list[str]:
                 return
             raise VocadaptError(f"{r.where}: {what} not found: {path}")
 
-    tokenizer_config(r)
+    for tname, spec in r.tokenizers():
+        tokenizer_config(r, spec, tname)
     names = r.init_names()
     for dup in sorted({n for n in names if names.count(n) > 1}):
         raise VocadaptError(f"{r.where}: two init entries are named {dup!r}; give one another name with name:")
@@ -343,12 +478,12 @@ def validate_recipe(r: Recipe, *, for_run: bool = False) -> list[str]:
         for key in INPUT_PATH_OPTIONS.intersection(step):
             for p in [step[key]] if isinstance(step[key], str) else list(step[key] or []):
                 check(str(p), f"init {step.get('name', step['method'])!r} {key}")
-    train_config(r)
+    if not r.init_models():
+        raise VocadaptError(f"{r.where}: no init entry runs on any tokenizer")
+    train_configs(r)
     eval_config(r)
-    prop = propagate_config(r)
-    if prop is not None:
-        froms, methods, _ = prop
-        calibrate_config(r, [f"{f}/{m}" for f in froms for m in methods])
+    if r.propagate is not None:
+        calibrate_config(r, propagated_labels(r))
 
     check(r.source_model, "source_model")
     if r.instruct_model:
@@ -358,8 +493,9 @@ def validate_recipe(r: Recipe, *, for_run: bool = False) -> list[str]:
     for name, paths in r.heldout.items():
         for p in paths:
             check(p, f"held-out text {name!r}")
-    if r.tokenizer.get("mode") == "path":
-        check(str(r.tokenizer["path"]), "tokenizer")
+    for tname, spec in r.tokenizers():
+        if spec.get("mode") == "path":
+            check(str(spec["path"]), "tokenizer" if tname is None else f"tokenizer {tname!r}")
     if r.calibrate and r.calibrate.get("instructions"):
         check(str(r.calibrate["instructions"]), "calibrate.instructions")
     if r.unresolved_assets:
