@@ -212,9 +212,12 @@ def test_copy_answers_come_from_the_instruct_model(monkeypatch):
             asked.extend(p for p, _ in requests)
             return [f" [m] {texts[0]}" if texts[0] in p else "Не буду." for p, _ in requests]
 
-    monkeypatch.setattr(lm_module.HFLM, "from_dir", classmethod(lambda cls, *a, **k: Teacher()))
+    loaded: list[str] = []
+    monkeypatch.setattr(lm_module.HFLM, "from_dir", classmethod(lambda cls, *a, **k: loaded.append(k["dtype"]) or Teacher()))
+    monkeypatch.setattr("vocadapt.model.cpu_has_native_bf16", lambda: True)
     convs = copy_conversations(texts, 5, chars=(40, 600))
     kept, dropped = instruct_answers("teacher", convs, progress=False)
+    assert loaded == ["bfloat16"]  # answers are data: bf16 where the CPU does it natively
     assert len(asked) == 2  # five examples over two paragraphs: two generations
     assert dropped == len(convs) - len(kept) > 0
     assert kept and all(c[1]["content"] == f"[m] {texts[0]}" and texts[0] in c[0]["content"] for c in kept)

@@ -93,12 +93,42 @@ def test_identical_tokenizers_give_zero_loss_at_step_zero(tmp_path):
     teacher = tiny_lm(tmp_path / "t")
     corpus = write_corpus(tmp_path / "train.txt")
     run = tmp_path / "run"
-    train_embeddings(teacher, corpus, run, small(steps=1, objective="distill", teacher=str(teacher)))
+    # float32: `auto` may put the teacher in bf16 (see below), which is not the student's precision.
+    train_embeddings(teacher, corpus, run, small(steps=1, objective="distill", teacher=str(teacher), teacher_dtype="float32"))
     (row,) = [r for r in _log(run) if "loss" in r]
-    assert row["loss"] == pytest.approx(0.0, abs=1e-6)
+    assert row["loss"] == pytest.approx(0.0, abs=1e-12)
     # The same run with the LM objective has a real loss: the zero is the distillation's.
     train_embeddings(teacher, corpus, tmp_path / "lm", small(steps=1))
     assert [r for r in _log(tmp_path / "lm") if "loss" in r][0]["loss"] > 1.0
+
+
+def test_teacher_dtype_auto_is_bf16_only_where_bf16_is_fast(monkeypatch):
+    from vocadapt.model import frozen_dtype
+    from vocadapt.train.lm import resolve_teacher_dtype
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for native in (True, False):
+        monkeypatch.setattr("vocadapt.model.cpu_has_native_bf16", lambda: native)
+        assert frozen_dtype("cpu") == ("bfloat16" if native else "float32")
+        assert resolve_teacher_dtype("auto", cpu) == frozen_dtype("cpu")
+    assert resolve_teacher_dtype("auto", gpu) == "bfloat16"
+    assert resolve_teacher_dtype("auto", cpu, cpu_bf16=True) == "bfloat16"
+    assert resolve_teacher_dtype("auto", cpu, cpu_bf16=False) == "float32"
+    assert resolve_teacher_dtype("float32", gpu) == "float32"
+    assert resolve_teacher_dtype("bfloat16", cpu, cpu_bf16=False) == "bfloat16"
+
+
+def test_bf16_teacher_scores_close_to_fp32(tmp_path):
+    """The precision `auto` may pick costs the distillation target little: with identical
+    tokenizers and weights, a bf16 teacher's chunk log-likelihoods differ from the fp32 student's
+    by a fraction of a millinat (``abs``: mean |t - s| per chunk), not by nothing."""
+    teacher = tiny_lm(tmp_path / "t")
+    corpus = write_corpus(tmp_path / "train.txt")
+    run = tmp_path / "run"
+    cfg = small(steps=1, objective="distill", teacher=str(teacher), teacher_dtype="bfloat16", distill_loss="abs")
+    train_embeddings(teacher, corpus, run, cfg)
+    (row,) = [r for r in _log(run) if "loss" in r]
+    assert 0 < row["loss"] < 1e-2
 
 
 @pytest.mark.parametrize("objective", ["distill", "lm+distill"])
@@ -132,6 +162,7 @@ def test_distillation_lowers_its_loss_and_records_the_objective(tmp_path):
     assert losses[-1] < losses[0]
     prov = json.loads((run / "model" / "vocadapt.json").read_text())
     assert prov["config"]["objective"] == "distill"
+    assert prov["results"]["teacher_dtype"] in ("float32", "bfloat16")  # what `auto` became here
     # A resume must keep the objective.
     with pytest.raises(VocadaptError, match="cannot resume"):
         train_embeddings(student, corpus, run, small(steps=10, lr=3e-2, objective="lm"), resume=True)

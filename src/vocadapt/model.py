@@ -64,10 +64,35 @@ def check_model_dir(model_dir: str | Path) -> Path:
     return path
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX), where oneDNN runs a
+    bf16 matmul faster than fp32; elsewhere bf16 is emulated and slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def frozen_dtype(device: str | torch.device = "cpu", *, cpu_bf16: bool | None = None) -> str:
+    """The dtype for a frozen model that makes training data or targets (a distillation teacher,
+    the instruct model answering copy prompts): bf16 where it is fast, a GPU or a CPU with native
+    bf16, else float32. Scores that are reported stay float32 (:func:`load_model`'s default).
+
+    On the 2-core EPYC (AVX512-BF16) SmolLM2-135M runs 1.7x faster in bf16 (4 x 420 tokens: 1.8 s
+    against 3.1 s) and answers 128 copy prompts 2x faster (62 s against 123 s), 121 of the 128
+    answers identical to fp32's.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bfloat16"
+    if device.type == "cpu" and (cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16):
+        return "bfloat16"
+    return "float32"
+
+
 def load_model(model_dir: str | Path, dtype: str | torch.dtype = "float32", device: str = "cpu"):
     """(model, tokenizer) from a Hugging Face model directory, in eval mode.
 
-    Default dtype is float32: on CPU it is the fast path, and scores are not rounded to bf16.
+    Default dtype is float32, so that reported scores are not rounded to bf16 (a model that only
+    makes data or targets may take :func:`frozen_dtype`).
     Raises :class:`VocadaptError` for a missing directory, a directory without a config or
     tokenizer, or a model without a language-model head (it could not score or generate text).
     """

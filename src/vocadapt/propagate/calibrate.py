@@ -155,10 +155,12 @@ def instruct_answers(teacher: str | Path, conversations: list[list[dict[str, str
     """
     from vocadapt.evaluate.copy_task import char_match
     from vocadapt.evaluate.lm import HFLM
+    from vocadapt.model import frozen_dtype
 
     # Batches of 16: on a 2-core CPU 48 answers took 27 s against 35 s at 8 (48 at once: 25 s);
-    # larger batches gain little and pad more.
-    lm = HFLM.from_dir(teacher, name="instruct answers", progress=progress, batch_size=16)
+    # larger batches gain little and pad more. bf16 where it is fast: the answers are data, not
+    # reported scores (frozen_dtype).
+    lm = HFLM.from_dir(teacher, dtype=frozen_dtype("cpu"), name="instruct answers", progress=progress, batch_size=16)
     prompts = list(dict.fromkeys(c[0]["content"] for c in conversations))  # copies cycle: answer each once
     refs = {c[0]["content"]: c[1]["content"] for c in conversations}
     gens = lm.generate_batched([(lm.chat(q), int(lm.count_tokens(refs[q]) * 1.3) + 16) for q in prompts])
