@@ -29,7 +29,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/vocadapt demo --out $(DEMO_OUT)
 
-# The same pipeline, small: a few minutes.
+# The same pipeline, small: about 10 minutes on a 2-core CPU (README has the timing).
 demo-quick: install
 	$(BIN)/vocadapt demo --quick
 

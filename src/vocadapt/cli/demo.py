@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         out: Path = typer.Option(None, "--out", help="Output folder (default out/demo, or out/demo-quick with --quick)."),
-        quick: bool = typer.Option(False, "--quick", help="The small demo: a few minutes."),
+        quick: bool = typer.Option(False, "--quick", help="The small demo: about 10 minutes on a 2-core CPU."),
         show: bool = typer.Option(False, "--show", help="Print the demo recipe and exit."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
     ) -> None:
