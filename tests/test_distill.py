@@ -111,11 +111,10 @@ def test_teacher_dtype_auto_is_bf16_only_where_bf16_is_fast(monkeypatch):
         monkeypatch.setattr("vocadapt.model.cpu_has_native_bf16", lambda: native)
         assert frozen_dtype("cpu") == ("bfloat16" if native else "float32")
         assert resolve_teacher_dtype("auto", cpu) == frozen_dtype("cpu")
+        assert resolve_teacher_dtype("auto", cpu) == ("bfloat16" if native else "float32")
     assert resolve_teacher_dtype("auto", gpu) == "bfloat16"
-    assert resolve_teacher_dtype("auto", cpu, cpu_bf16=True) == "bfloat16"
-    assert resolve_teacher_dtype("auto", cpu, cpu_bf16=False) == "float32"
     assert resolve_teacher_dtype("float32", gpu) == "float32"
-    assert resolve_teacher_dtype("bfloat16", cpu, cpu_bf16=False) == "bfloat16"
+    assert resolve_teacher_dtype("bfloat16", cpu) == "bfloat16"  # still False from the loop
 
 
 def test_bf16_teacher_scores_close_to_fp32(tmp_path):

@@ -71,7 +71,7 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
-def frozen_dtype(device: str | torch.device = "cpu", *, cpu_bf16: bool | None = None) -> str:
+def frozen_dtype(device: str | torch.device = "cpu") -> str:
     """The dtype for a frozen model that makes training data or targets (a distillation teacher,
     the instruct model answering copy prompts): bf16 where it is fast, a GPU or a CPU with native
     bf16, else float32. Scores that are reported stay float32 (:func:`load_model`'s default).
@@ -83,7 +83,7 @@ def frozen_dtype(device: str | torch.device = "cpu", *, cpu_bf16: bool | None = 
     device = torch.device(device)
     if device.type == "cuda":
         return "bfloat16"
-    if device.type == "cpu" and (cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16):
+    if device.type == "cpu" and cpu_has_native_bf16():
         return "bfloat16"
     return "float32"
 

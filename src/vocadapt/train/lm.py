@@ -359,7 +359,7 @@ class EmbeddingTask(Task):
         return out
 
 
-def resolve_teacher_dtype(requested: str, device: torch.device, *, cpu_bf16: bool | None = None) -> str:
+def resolve_teacher_dtype(requested: str, device: torch.device) -> str:
     """The teacher's weight dtype for ``--teacher-dtype requested`` on ``device``.
 
     ``auto`` is bf16 wherever bf16 is fast (:func:`vocadapt.model.frozen_dtype`). The teacher is
@@ -370,7 +370,7 @@ def resolve_teacher_dtype(requested: str, device: torch.device, *, cpu_bf16: boo
     """
     from vocadapt.model import frozen_dtype
 
-    return requested if requested != "auto" else frozen_dtype(device, cpu_bf16=cpu_bf16)
+    return requested if requested != "auto" else frozen_dtype(device)
 
 
 def train_embeddings(model_dir: str | Path, corpus, out_dir: str | Path, config: TrainConfig | None = None, *,
