@@ -112,7 +112,9 @@ def test_teacher_dtype_auto_is_bf16_only_where_bf16_is_fast(monkeypatch):
         assert frozen_dtype("cpu") == ("bfloat16" if native else "float32")
         assert resolve_teacher_dtype("auto", cpu) == frozen_dtype("cpu")
         assert resolve_teacher_dtype("auto", cpu) == ("bfloat16" if native else "float32")
-    assert resolve_teacher_dtype("auto", gpu) == "bfloat16"
+    for ampere in (True, False):  # bf16 only where the GPU has it natively (compute capability >= 8)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: ampere or including_emulation)
+        assert resolve_teacher_dtype("auto", gpu) == ("bfloat16" if ampere else "float32")
     assert resolve_teacher_dtype("float32", gpu) == "float32"
     assert resolve_teacher_dtype("bfloat16", cpu) == "bfloat16"  # still False from the loop
 

@@ -331,8 +331,19 @@ def test_train_stage_distils_from_the_recipes_source_model(recipe_file, tmp_path
     rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]
     raw = yaml.safe_load(path.read_text())
+    assert _replan(path, raw)["train:mean"][0] == "reuse"
+    # `teacher_dtype: auto` is keyed by what it became here: the same recipe on a machine where
+    # auto gives the other dtype (a CPU without native bf16, or one with it) trains again.
+    import vocadapt.model
+
+    made = prov["results"]["teacher_dtype"]
+    other = {"bfloat16": "float32", "float32": "bfloat16"}[made]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vocadapt.model, "cpu_has_native_bf16", lambda: other == "bfloat16")
+        assert _replan(path, raw)["train:mean"] == ("run", f"settings changed: teacher_dtype: {made!r} -> {other!r}")
     raw["train"]["objective"] = "lm"
-    assert _replan(path, raw)["train:mean"] == ("run", "settings changed: config.objective: 'distill' -> 'lm'")
+    assert _replan(path, raw)["train:mean"] == (
+        "run", f"settings changed: config.objective: 'distill' -> 'lm'; teacher_dtype: {made!r} -> None")
 
 
 def test_tokenizer_objective_grid_propagates_the_best(recipe_file, tmp_path, source_models, target_tokenizers):

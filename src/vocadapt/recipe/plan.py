@@ -125,6 +125,16 @@ def stage_key(stage: Stage, keys: dict[str, str], fingerprints: dict[str, str]) 
 # ------------------------------------------------------------------------------------------------
 
 
+def _auto_teacher_dtype() -> str:
+    """What ``teacher_dtype: auto`` resolves to for a recipe's training on this machine (the
+    engine trains on the GPU when there is one)."""
+    import torch
+
+    from vocadapt.train.lm import resolve_teacher_dtype
+
+    return resolve_teacher_dtype("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def _slug(label: str) -> str:
     return label.replace("/", "_").replace(" ", "_")
 
@@ -179,7 +189,12 @@ def build_plan(r: S.Recipe) -> Plan:
         for suffix, train_cfg in train_cfgs.items():
             tlabel = f"{label}{suffix}"
             sid, dest = (f"train:{label}", out / "train" / label) if suffix == "+train" else (f"train:{tlabel}", out / "train" / tlabel)
-            tr = Stage(sid, "train", dest, {"config": _jsonable(train_cfg)},
+            tsettings = {"config": _jsonable(train_cfg)}
+            if train_cfg.distills and train_cfg.teacher_dtype == "auto":
+                # what `auto` becomes depends on the machine (bf16 where the GPU or CPU has native bf16):
+                # a run made with an fp32 teacher is not this machine's run, so it is not reused
+                tsettings["teacher_dtype"] = _auto_teacher_dtype()
+            tr = Stage(sid, "train", dest, tsettings,
                        inputs={"model": st.id}, files={"corpus": r.corpus, "eval_text": next(iter(r.heldout.values()))},
                        payload={"config": train_cfg, "model": st.dest, "label": tlabel})
             stages.append(tr)

@@ -54,7 +54,7 @@ class TrainConfig(OptimConfig):
     teacher: str = field(default="", metadata={
         "help": "distillation teacher: the original model with its own tokenizer (default: the model `vocadapt init` started from)"})
     teacher_dtype: str = field(default="auto", metadata={
-        "help": "teacher weights dtype: auto (bfloat16 on a GPU or a CPU with native bf16, else float32) | float32 | bfloat16 | float16"})
+        "help": "teacher weights dtype: auto (bfloat16 on a GPU or CPU with native bf16, else float32) | float32 | bfloat16 | float16"})
     distill_loss: str = field(default="binary-kl", metadata={
         "help": "per-chunk distance: binary-kl (ALM's binarised loss) | abs (|log p_teacher - log p_student|)"})
     distill_temperature: float = field(default=100.0, metadata={
