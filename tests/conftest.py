@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import os
+import signal
 
 import pytest
 from hypothesis import settings
@@ -16,6 +17,13 @@ from _evaltiny import tiny, tiny_dir, tiny_dir_b  # noqa: F401  (fixtures shared
 settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+# The interrupt tests send SIGINT to this process and to CLI children. A suite started in the
+# background (`make test &`, nohup) inherits SIGINT ignored, and Python then installs no handler,
+# so Ctrl+C would never reach the code under test: give the suite (and, through exec, every child)
+# Python's own handler back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # (case id, architecture, tokenizer family, tied head)
 MODEL_CASES = [
