@@ -74,7 +74,8 @@ def cpu_has_native_bf16() -> bool:
 def frozen_dtype(device: str | torch.device = "cpu") -> str:
     """The dtype for a frozen model that makes training data or targets (a distillation teacher,
     the instruct model answering copy prompts): bf16 where it is fast, a GPU or a CPU with native
-    bf16 (Ampere or newer; AVX512-BF16 or AMX), else float32. Scores that are reported stay float32 (:func:`load_model`'s default).
+    bf16 (Ampere or newer; AVX512-BF16 or AMX), else float32. Scores that are reported stay
+    float32 (:func:`load_model`'s default).
 
     On the 2-core EPYC (AVX512-BF16) SmolLM2-135M runs 1.7x faster in bf16 (4 x 420 tokens: 1.8 s
     against 3.1 s) and answers 128 copy prompts 2x faster (62 s against 123 s), 121 of the 128

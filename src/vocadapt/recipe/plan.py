@@ -192,7 +192,7 @@ def build_plan(r: S.Recipe) -> Plan:
             tsettings = {"config": _jsonable(train_cfg)}
             if train_cfg.distills and train_cfg.teacher_dtype == "auto":
                 # what `auto` becomes depends on the machine (bf16 where the GPU or CPU has native bf16):
-                # a run made with an fp32 teacher is not this machine's run, so it is not reused
+                # a run made with the other teacher dtype is not this machine's run, so it is not reused
                 tsettings["teacher_dtype"] = _auto_teacher_dtype()
             tr = Stage(sid, "train", dest, tsettings,
                        inputs={"model": st.id}, files={"corpus": r.corpus, "eval_text": next(iter(r.heldout.values()))},
