@@ -55,6 +55,26 @@ def test_batch_pads_with_ignored_labels_and_order_is_seeded():
         assert sorted(a[epoch * len(blocks):(epoch + 1) * len(blocks)]) == list(range(len(blocks)))
 
 
+def test_one_seeds_block_order_does_not_leak_into_anothers():
+    lengths = [5, 3, 9, 2, 30, 4, 7, 11]
+    fresh = PackedBlocks(_corpus(lengths), 8).block_indices(0, 5, seed=2)
+    blocks = PackedBlocks(_corpus(lengths), 8)
+    assert blocks.block_indices(0, 5, seed=1) != fresh
+    assert blocks.block_indices(0, 5, seed=2) == fresh  # same epoch, other seed: not served from the cache
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=30), st.integers(4, 24), st.integers(0, 60), st.integers(0, 3))
+def test_token_counts_are_those_of_the_blocks_served(lengths, seq_len, n_blocks, seed):
+    corpus = _corpus(lengths)
+    if corpus.n_tokens < seq_len:
+        return
+    blocks = PackedBlocks(corpus, seq_len)
+    served = blocks.batch(blocks.block_indices(0, n_blocks, seed))["labels"] if n_blocks else None
+    want = np.bincount(served[served != -100].numpy(), minlength=len(lengths) + 1) if n_blocks else np.zeros(1)
+    got = blocks.token_counts(n_blocks, seed, minlength=len(lengths) + 1)
+    assert got.tolist() == np.pad(want, (0, len(got) - len(want))).tolist()
+
+
 def test_tokenized_once_and_cached(tmp_path, monkeypatch):
     import factories as fx
 

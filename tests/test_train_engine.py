@@ -298,3 +298,53 @@ def test_cli_ctrl_c_prints_the_resume_line(tmp_path, monkeypatch, capsys):
     assert e.value.code == 130
     assert f"interrupted at step 0; checkpoint saved in {tmp_path / 'run' / 'checkpoints' / 'step-000000'} " \
            "(resume with --resume)" in capsys.readouterr().err
+
+
+def test_coverage_counts_the_new_rows_the_batches_show(tmp_path, target_tokenizers, monkeypatch):
+    """The run records, before it trains, which new rows its batches will show the model; the
+    count is that of the batches it then serves, and (untied, input only, no decay) exactly the
+    rows it never shows come out of training unchanged."""
+    from vocadapt import init_embeddings
+    from vocadapt.provenance import read_provenance
+    from vocadapt.tokenizer.load import load_tokenizer
+    from vocadapt.train.lm import EmbeddingTask
+    from vocadapt.train.rows import new_row_ids
+
+    src = tiny_lm(tmp_path / "src", tied=False)
+    init = tmp_path / "init"
+    init_embeddings(src, target_tokenizers["byte_level"], init, method="mean")
+    corpus = write_corpus(tmp_path / "train.txt", n=400)
+    held = write_corpus(tmp_path / "held.txt", n=10, seed=99)
+    shown: list[int] = []
+    serve = EmbeddingTask.global_batch
+
+    def recording(self, step):
+        batch = serve(self, step)
+        for row in batch.micro:
+            for m in row:
+                shown.extend(m["input_ids"][m["labels"] != -100].tolist())
+        return batch
+
+    monkeypatch.setattr(EmbeddingTask, "global_batch", recording)
+    cfg = small(steps=3, batch_size=4, trainable="embeddings", weight_decay=0.0, eval_every=0)
+    res = train_embeddings(init, corpus, tmp_path / "run", cfg, eval_text=held)
+    cov = read_provenance(res.model_dir)["results"]["coverage"]
+    new = set(new_row_ids(init, load_tokenizer(init)).tolist())
+    assert cov["new_rows"] == len(new)
+    assert cov["new_rows_seen"] == len(new & set(shown)) > 0
+    assert cov["new_rows_seen"] < len(new)  # 3 small steps cannot show every row: the count means something
+    assert 0 < cov["heldout_new_unseen"] < 1
+    ck, before = _tensors(init)
+    _, after = _tensors(res.model_dir)
+    emb = ck.vocab.input
+    changed = {i for i in new if not torch.equal(before[emb][i], after[emb][i])}
+    # a row the batches show changes, unless its token only ever ends a block (nothing scores after it)
+    assert changed <= new & set(shown) and len(changed) >= 0.9 * cov["new_rows_seen"]
+
+
+def test_no_coverage_for_a_model_init_did_not_make(tmp_path):
+    from vocadapt.provenance import read_provenance
+
+    model = tiny_lm(tmp_path / "m")
+    res = train_embeddings(model, write_corpus(tmp_path / "train.txt", n=60), tmp_path / "run", small(steps=1, eval_every=0))
+    assert "coverage" not in read_provenance(res.model_dir)["results"]

@@ -190,7 +190,7 @@ class PackedBlocks:
         if end > begin:
             spans.append((begin, end))
         self.spans = np.asarray(spans, dtype=np.int64)
-        self._perm_cache: dict[int, np.ndarray] = {}
+        self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.spans)
@@ -201,15 +201,24 @@ class PackedBlocks:
         return float((self.spans[:, 1] - self.spans[:, 0]).sum()) / (len(self.spans) * self.seq_len)
 
     def permutation(self, epoch: int, seed: int) -> np.ndarray:
-        if epoch not in self._perm_cache:
+        if (epoch, seed) not in self._perm_cache:  # keyed by the seed too: one stream's cache never serves another
             g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            self._perm_cache = {epoch: torch.randperm(len(self.spans), generator=g).numpy()}
-        return self._perm_cache[epoch]
+            self._perm_cache = {(epoch, seed): torch.randperm(len(self.spans), generator=g).numpy()}
+        return self._perm_cache[epoch, seed]
 
     def block_indices(self, first: int, count: int, seed: int) -> list[int]:
         """Indices of blocks ``first .. first+count-1`` of the endless seeded stream of epochs."""
         n = len(self.spans)
         return [int(self.permutation(i // n, seed)[i % n]) for i in range(first, first + count)]
+
+    def token_counts(self, n_blocks: int, seed: int, minlength: int = 0) -> np.ndarray:
+        """How often each token id occurs in the first ``n_blocks`` blocks of the seeded stream:
+        what a run of ``steps x batch_size`` blocks shows the model, known before it starts."""
+        counts = np.zeros(max(minlength, int(self.corpus.ids.max(initial=0)) + 1), dtype=np.int64)
+        for b in self.block_indices(0, n_blocks, seed):
+            begin, end = self.spans[b]
+            np.add.at(counts, np.asarray(self.corpus.ids[begin:end], dtype=np.int64), 1)
+        return counts
 
     def batch(self, blocks: Sequence[int]) -> dict[str, torch.Tensor]:
         """``input_ids`` (B, seq_len) int64 and ``labels`` (B, seq_len) with -100 on padding."""

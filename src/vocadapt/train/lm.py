@@ -20,7 +20,9 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from vocadapt.errors import VocadaptError
@@ -135,6 +137,7 @@ class EmbeddingTask(Task):
     # Distillation state; None unless the objective distils (subclasses such as the helper's
     # from-scratch task never do).
     teacher_dir = aligner = teacher = None
+    coverage: dict[str, Any] | None = None  # see _coverage (the helper's from-scratch task has none)
 
     def __init__(self, model_dir: Path, corpus: list[Path], config: TrainConfig, eval_texts: list[str] | None):
         from vocadapt.model import load_model
@@ -178,11 +181,43 @@ class EmbeddingTask(Task):
         elif eval_texts:
             check_heldout(self.data, eval_texts)
         self.eval_texts = eval_texts[: config.eval_max_docs]
+        self.coverage = self._coverage()
         self.world = 1
         if config.distills:
             self._prepare_teacher()
         log.info("training data: %d documents, %d tokens, %d blocks of %d (%.0f%% filled)",
                  self.data.n_docs, self.data.n_tokens, len(self.blocks), config.seq_len, 100 * self.blocks.fill)
+
+    def _coverage(self) -> dict[str, Any] | None:
+        """Which of the new rows this run's batches show the model, known before it starts (the
+        batches depend on seed and step alone). A row no batch shows learns nothing about its own
+        token: an input row gets no gradient, a tied or trained head row only the push-down of
+        other tokens' softmax. And a mean-init row is not predicted: tied, its logit is the mean
+        of its pieces' logits, never above the best of them (docs/distill.md, "Why the copy
+        fails"). None for a model `vocadapt init` did not make (no new rows to count)."""
+        from vocadapt.train.rows import new_row_ids
+
+        try:
+            new = self.new_ids if self.new_ids is not None else new_row_ids(self.model_dir, self.tokenizer)
+        except VocadaptError:
+            return None
+        cfg, new = self.config, new.numpy()
+        counts = self.blocks.token_counts(cfg.steps * cfg.batch_size, cfg.seed, minlength=int(new.max()) + 1)[new]
+        out: dict[str, Any] = {"new_rows": int(new.size), "new_rows_seen": int((counts > 0).sum()),
+                               "new_rows_seen_5x": int((counts >= 5).sum())}
+        msg = (f"the {cfg.steps} steps show the model {out['new_rows_seen']:,} of its {new.size:,} new tokens "
+               f"({out['new_rows_seen'] / new.size:.0%}; {out['new_rows_seen_5x']:,} at least 5 times)")
+        if self.eval_texts:
+            is_new = np.zeros(int(new.max()) + 1, dtype=bool)
+            is_new[new] = True
+            seen = dict(zip(new.tolist(), counts.tolist()))
+            held = [i for t in self.eval_texts for i in self.tokenizer(t, add_special_tokens=False)["input_ids"]
+                    if i < is_new.size and is_new[i]]
+            if held:
+                out["heldout_new_unseen"] = sum(seen[i] == 0 for i in held) / len(held)
+                msg += f"; {out['heldout_new_unseen']:.0%} of the new tokens in the held-out text are ones it never sees"
+        log.info("%s", msg)
+        return out
 
     def _prepare_teacher(self) -> None:
         """Resolve the distillation teacher and build the chunk aligner (the model loads in setup)."""
