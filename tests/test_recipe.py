@@ -183,6 +183,8 @@ def test_train_stage_trains_every_init_and_resumes(recipe_file, tmp_path):
     rows = {r["model"]: r for r in summary["leaderboard"]}
     assert rows["mean"]["bpb ru +train"] is not None and rows["mean"]["train_tokens_per_s"] > 0
     out = tmp_path / "out"
+    cov = json.loads((out / "train" / "mean" / "model" / "vocadapt.json").read_text())["results"]["coverage"]
+    assert rows["mean"]["new rows trained"] == cov["new_rows_seen"] / cov["new_rows"] > 0  # the share the batches showed
     assert (out / "train" / "mean" / "model" / "config.json").is_file()
     assert "loss" in (out / "report.html").read_text(encoding="utf-8")  # the curves made it into the report
 

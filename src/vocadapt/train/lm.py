@@ -118,6 +118,7 @@ class TrainResult:
     final_bpb: float | None
     metrics: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
+    new_rows_seen: float | None = None  # share of the new rows the batches showed (None: no init provenance)
 
 
 def next_token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -441,4 +442,5 @@ def train_embeddings(model_dir: str | Path, corpus, out_dir: str | Path, config:
         run_dir=out_dir, model_dir=out_dir / "model", steps=result.steps, tokens=result.tokens,
         tokens_per_s=result.tokens_per_s, final_bpb=result.metrics.get("bpb"), metrics=result.metrics,
         stopped_early=result.stopped_early,
+        new_rows_seen=task.coverage["new_rows_seen"] / task.coverage["new_rows"] if task.coverage else None,
     )
