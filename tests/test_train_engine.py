@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -327,8 +328,18 @@ def test_coverage_counts_the_new_rows_the_batches_show(tmp_path, target_tokenize
 
     monkeypatch.setattr(EmbeddingTask, "global_batch", recording)
     cfg = small(steps=3, batch_size=4, trainable="embeddings", weight_decay=0.0, eval_every=0)
-    res = train_embeddings(init, corpus, tmp_path / "run", cfg, eval_text=held)
+    said = logging.Handler(logging.WARNING)
+    said.emit = lambda record: warnings.append(record.getMessage())
+    warnings: list[str] = []
+    logging.getLogger("vocadapt").addHandler(said)
+    try:
+        res = train_embeddings(init, corpus, tmp_path / "run", cfg, eval_text=held)
+    finally:
+        logging.getLogger("vocadapt").removeHandler(said)
     cov = read_provenance(res.model_dir)["results"]["coverage"]
+    # under half the rows shown: said loudly, with what to change
+    assert [w for w in warnings if f"show the model {cov['new_rows_seen']} of its {cov['new_rows']} new tokens" in w
+            and "more --steps" in w]
     new = set(new_row_ids(init, load_tokenizer(init)).tolist())
     assert cov["new_rows"] == len(new)
     assert cov["new_rows_seen"] == len(new & set(shown)) > 0

@@ -217,7 +217,12 @@ class EmbeddingTask(Task):
             if held:
                 out["heldout_new_unseen"] = sum(seen[i] == 0 for i in held) / len(held)
                 msg += f"; {out['heldout_new_unseen']:.0%} of the new tokens in the held-out text are ones it never sees"
-        log.info("%s", msg)
+        if out["new_rows_seen"] < new.size / 2:
+            # most rows will not learn their token: say what would change that
+            log.warning("%s: most new rows keep what init gave them; more --steps or a larger --batch-size show "
+                        "more of them, and a vocabulary with fewer new tokens shows each one more often", msg)
+        else:
+            log.info("%s", msg)
         return out
 
     def _prepare_teacher(self) -> None:
