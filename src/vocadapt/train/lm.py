@@ -219,7 +219,7 @@ class EmbeddingTask(Task):
                 msg += f"; {out['heldout_new_unseen']:.0%} of the new tokens in the held-out text are ones it never sees"
         if out["new_rows_seen"] < new.size / 2:
             # most rows will not learn their token: say what would change that
-            log.warning("%s: most new rows keep what init gave them; more --steps or a larger --batch-size show "
+            log.warning("%s: most new rows learn nothing about their own token; more --steps or a larger --batch-size show "
                         "more of them, and a vocabulary with fewer new tokens shows each one more often", msg)
         else:
             log.info("%s", msg)
