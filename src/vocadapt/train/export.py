@@ -82,7 +82,7 @@ def export_model(task: "EmbeddingTask", model, out_dir: Path, state: dict) -> No
             "data_fingerprint": task.data.key,
             "trained_tensors": sorted(replacements),
             "metrics": state.get("metrics") or {},
-            # how many new rows the batches showed the model (rows never shown keep their init)
+            # how many new rows the batches showed the model (a row never shown learns nothing of its token)
             **({"coverage": task.coverage} if task.coverage else {}),
             # what `teacher_dtype: auto` became on this machine (it depends on the hardware)
             **({"teacher_dtype": str(next(task.teacher.parameters()).dtype).removeprefix("torch.")}

@@ -209,13 +209,14 @@ class EmbeddingTask(Task):
         msg = (f"the {cfg.steps} steps show the model {out['new_rows_seen']:,} of its {new.size:,} new tokens "
                f"({out['new_rows_seen'] / new.size:.0%}; {out['new_rows_seen_5x']:,} at least 5 times)")
         if self.eval_texts:
-            is_new = np.zeros(int(new.max()) + 1, dtype=bool)
-            is_new[new] = True
-            seen = dict(zip(new.tolist(), counts.tolist()))
-            held = [i for t in self.eval_texts for i in self.tokenizer(t, add_special_tokens=False)["input_ids"]
-                    if i < is_new.size and is_new[i]]
-            if held:
-                out["heldout_new_unseen"] = sum(seen[i] == 0 for i in held) / len(held)
+            shown = np.full(int(new.max()) + 1, -1)  # id -> times shown; -1: not a new row
+            shown[new] = counts
+            held = np.asarray([i for t in self.eval_texts for i in self.tokenizer(t, add_special_tokens=False)["input_ids"]],
+                              dtype=np.int64)
+            held = shown[held[held < shown.size]]
+            held = held[held >= 0]
+            if held.size:
+                out["heldout_new_unseen"] = float((held == 0).mean())
                 msg += f"; {out['heldout_new_unseen']:.0%} of the new tokens in the held-out text are ones it never sees"
         if out["new_rows_seen"] < new.size / 2:
             # most rows will not learn their token: say what would change that
