@@ -5,7 +5,7 @@ template, greedy decoding):
 
 * ``copy``: characters matched (``evaluate.copy_task.char_match``), the prompt as the model's
   tokenizer encodes it, output free (what ``vocadapt eval --tasks copy`` measures);
-* ``new out``: the share of new tokens (ids >= ``--n-old``) among the generated ones, against
+* ``new out``: the share of new tokens (ids past the original tokenizer's) among the generated ones, against
   their share in the references' own encoding;
 * ``copy, old ids``: the prompt encoded by ``--original`` (old ids only) and the output kept to
   old ids: the model as if its tokenizer had not been extended (meaningful for ``extend``

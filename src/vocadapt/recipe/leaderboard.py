@@ -58,9 +58,10 @@ def leaderboard_rows(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, A
             key = "train_tokens_per_s" if sfx == "+train" else f"tokens/s {sfx}"
             row[key] = res.get(train_ids.get(f"{name}{sfx}", ""), {}).get("tokens_per_s")
         # every training of one init model sees the same batches: one share of new rows shown
-        seen = [res.get(train_ids.get(f"{name}{sfx}", ""), {}).get("new_rows_seen") for sfx in suffixes]
-        if any(v is not None for v in seen):
-            row["new rows trained"] = next(v for v in seen if v is not None)
+        seen = next((v for sfx in suffixes
+                     if (v := res.get(train_ids.get(f"{name}{sfx}", ""), {}).get("new_rows_seen")) is not None), None)
+        if seen is not None:
+            row["new rows trained"] = seen
         base.append(row)
     for m in plan.models:
         if m.side != "instruct":

@@ -213,11 +213,16 @@ class PackedBlocks:
 
     def token_counts(self, n_blocks: int, seed: int, minlength: int = 0) -> np.ndarray:
         """How often each token id occurs in the first ``n_blocks`` blocks of the seeded stream:
-        what a run of ``steps x batch_size`` blocks shows the model, known before it starts."""
-        counts = np.zeros(max(minlength, int(self.corpus.ids.max(initial=0)) + 1), dtype=np.int64)
-        for b in self.block_indices(0, n_blocks, seed):
-            begin, end = self.spans[b]
-            np.add.at(counts, np.asarray(self.corpus.ids[begin:end], dtype=np.int64), 1)
+        what a run of ``steps x batch_size`` blocks shows the model, known before it starts.
+
+        Each whole epoch is a permutation of all blocks, and the blocks hold the corpus once, so
+        only the last, partial epoch is read block by block: a long run costs what a short one does."""
+        size = max(minlength, int(self.corpus.ids.max(initial=0)) + 1)
+        epochs, rest = divmod(n_blocks, len(self.spans))
+        counts = np.bincount(self.corpus.ids, minlength=size).astype(np.int64) * epochs
+        if rest:
+            spans = self.spans[self.permutation(epochs, seed)[:rest]]
+            counts += np.bincount(np.concatenate([self.corpus.ids[b:e] for b, e in spans]), minlength=size)
         return counts
 
     def batch(self, blocks: Sequence[int]) -> dict[str, torch.Tensor]:
