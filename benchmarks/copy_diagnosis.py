@@ -57,21 +57,20 @@ def diagnose(model_dir: str, original_tok, refs: list[str], n_old: int) -> dict:
 
     lm = HFLM.from_dir(model_dir)
     tok = lm.tokenizer
-    enc = lambda t, text: t(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    as_old = HFLM(lm.model, original_tok)  # the same model reading the original tokenizer's ids
     free, old, n_gen, n_gen_new, n_ref, n_ref_new = [], [], 0, 0, 0, 0
     forced = {"old": [0, 0], "new": [0, 0]}
     t0 = time.perf_counter()
     for ref in refs:
         chat = lm.chat(DEFAULT_PROMPT.format(text=ref))
-        prompt, answer = enc(tok, chat), enc(tok, ref)
+        prompt, answer = lm._encode_context(chat), lm.encode(ref)  # as `vocadapt eval --tasks copy` encodes them
         n_ref += len(answer)
         n_ref_new += sum(i >= n_old for i in answer)
         out = _generate(lm, prompt, int(len(answer) * 1.3) + 8, None)
         n_gen += len(out)
         n_gen_new += sum(i >= n_old for i in out)
         free.append(char_match(tok.decode(out, skip_special_tokens=True).strip(), ref))
-        n_old_ref = len(enc(original_tok, ref))
-        out = _generate(lm, enc(original_tok, chat), int(n_old_ref * 1.3) + 8, n_old)
+        out = _generate(lm, as_old._encode_context(chat), int(as_old.count_tokens(ref) * 1.3) + 8, n_old)
         old.append(char_match(tok.decode(out, skip_special_tokens=True).strip(), ref))
         with torch.no_grad():
             logits = lm.model(input_ids=torch.tensor([prompt + answer])).logits[0, len(prompt) - 1:-1]

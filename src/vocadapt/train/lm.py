@@ -16,6 +16,7 @@ with the project's :func:`vocadapt.evaluate.bpb.bits_per_byte`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from dataclasses import asdict, dataclass, field
@@ -211,8 +212,8 @@ class EmbeddingTask(Task):
         if self.eval_texts:
             shown = np.full(int(new.max()) + 1, -1)  # id -> times shown; -1: not a new row
             shown[new] = counts
-            held = np.asarray([i for t in self.eval_texts for i in self.tokenizer(t, add_special_tokens=False)["input_ids"]],
-                              dtype=np.int64)
+            held = np.fromiter(itertools.chain.from_iterable(self.tokenizer(self.eval_texts, add_special_tokens=False)["input_ids"]),
+                               dtype=np.int64)  # one batched call: the fast tokenizer encodes the texts in parallel
             held = shown[held[held < shown.size]]
             held = held[held >= 0]
             if held.size:
