@@ -104,6 +104,45 @@ def test_new_rows_keeps_copied_rows(tmp_path, target_tokenizers):
             assert torch.equal(before[name], after[name]), name
 
 
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_copied_lr_moves_copied_rows_that_fraction_as_far(tmp_path, target_tokenizers, tied):
+    from vocadapt import init_embeddings
+    from vocadapt.errors import VocadaptError
+    from vocadapt.tokenizer.load import load_tokenizer
+    from vocadapt.train.rows import new_row_ids
+
+    src = tiny_lm(tmp_path / "src", tied=tied)
+    init = tmp_path / "init"
+    init_embeddings(src, target_tokenizers["byte_level"], init, method="mean")
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    ck, before = _tensors(init)
+    new = new_row_ids(init, load_tokenizer(init))
+    copied = torch.ones(before[ck.vocab.input].shape[0], dtype=torch.bool)
+    copied[new] = False
+    moved = {}
+    for scale in (1.0, 0.1):
+        res = train_embeddings(init, corpus, tmp_path / f"run{scale}",
+                               small(steps=3, lr=1e-3, weight_decay=0.0, copied_lr=scale, eval_every=0))
+        _, after = _tensors(res.model_dir)
+        assert {n for n in before if not torch.equal(before[n], after[n])} == set(ck.vocab.names())
+        for name in ck.vocab.names():
+            moved[scale, name, "copied"] = float((after[name][copied] - before[name][copied]).abs().mean())
+            moved[scale, name, "new"] = float((after[name][~copied] - before[name][~copied]).abs().mean())
+    for name in ck.vocab.names():
+        # Adam steps about lr per coordinate whatever the gradient's scale: a tenth of the rate is
+        # about a tenth of the distance; the new rows move as far as before.
+        assert 0.05 < moved[0.1, name, "copied"] / moved[1.0, name, "copied"] < 0.2, name
+        assert 0.7 < moved[0.1, name, "new"] / moved[1.0, name, "new"] < 1.4, name
+    # A resume keeps the multiplier; new-rows already freezes the copied rows.
+    with pytest.raises(VocadaptError, match="cannot resume.*copied_lr"):
+        train_embeddings(init, corpus, tmp_path / "run0.1", small(steps=4, lr=1e-3, weight_decay=0.0, eval_every=0),
+                         resume=True)
+    with pytest.raises(ValueError, match="new-rows freezes"):
+        small(trainable="new-rows", copied_lr=0.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        small(copied_lr=1.5)
+
+
 def test_new_rows_needs_init_provenance(tmp_path):
     from vocadapt.errors import VocadaptError
 

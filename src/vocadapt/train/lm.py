@@ -7,6 +7,8 @@ The model's body stays frozen; what trains is chosen by ``trainable``:
 * ``embeddings``: the input embedding only (an untied head stays frozen).
 * ``new-rows``: only the rows of tokens that ``vocadapt init`` did not copy from the source
   model; copied rows stay bit-identical (see :mod:`vocadapt.train.rows`).
+  ``copied_lr`` between 0 and 1 is the middle way for the other sets: the copied rows train at
+  that fraction of the learning rate, and weight decay pulls them back to the source model's.
 * ``layers:0,1,-2,-1``: embeddings + head + those decoder layers (Yamaguchi et al.).
 
 Loss: next-token cross entropy summed over the non-padding labels of a micro-batch (the engine
@@ -43,6 +45,9 @@ class TrainConfig(OptimConfig):
 
     trainable: str = field(default="embeddings+head", metadata={
         "help": "what trains: embeddings+head | embeddings | new-rows | layers:0,1,-2,-1 (embeddings+head+those layers)"})
+    copied_lr: float = field(default=1.0, metadata={
+        "help": "learning-rate multiplier for the embedding rows init copied from the source model (0: frozen, "
+                "1: like the new rows); below 1 their weight decay pulls them back to the source model's"})
     seq_len: int = field(default=512, metadata={"help": "tokens per training block"})
     batch_size: int = field(default=16, metadata={"help": "blocks per optimizer step (the global batch, over all processes)"})
     batch_tokens: int = field(default=0, metadata={"help": "tokens per optimizer step; if set, batch_size = batch_tokens // seq_len"})
@@ -71,6 +76,11 @@ class TrainConfig(OptimConfig):
             raise ValueError(
                 f"trainable must be one of {', '.join(_TRAINABLE)} or layers:I,J,... (e.g. layers:0,-1), not {self.trainable!r}"
             )
+        if not 0.0 <= self.copied_lr <= 1.0:
+            raise ValueError(f"copied_lr must be between 0 and 1, not {self.copied_lr}")
+        if self.trainable == "new-rows" and self.copied_lr != 1.0:
+            raise ValueError("trainable new-rows freezes the copied rows already; copied_lr applies to "
+                             "embeddings+head, embeddings and layers:...")
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be at least 2, not {self.seq_len}")
         if self.batch_tokens < 0:
@@ -103,6 +113,11 @@ class TrainConfig(OptimConfig):
     @property
     def distills(self) -> bool:
         return "distill" in self.objective
+
+    @property
+    def row_subset(self) -> float | None:
+        """The copied rows' learning-rate multiplier when rows train apart (None: one matrix)."""
+        return 0.0 if self.trainable == "new-rows" else (self.copied_lr if self.copied_lr < 1.0 else None)
 
     @property
     def layer_indices(self) -> list[int]:
@@ -154,7 +169,7 @@ class EmbeddingTask(Task):
 
         self.tokenizer = load_tokenizer(self.model_dir, f"the tokenizer of {self.model_dir}")
         self.new_ids = None
-        if config.trainable == "new-rows":
+        if config.row_subset is not None:
             from vocadapt.train.rows import new_row_ids
 
             self.new_ids = new_row_ids(self.model_dir, self.tokenizer)
@@ -276,14 +291,16 @@ class EmbeddingTask(Task):
 
     def _mark_trainable(self, model) -> None:
         cfg = self.config
-        if cfg.trainable == "new-rows":
+        if cfg.row_subset is not None:
             from vocadapt.train.rows import train_new_rows
 
-            train_new_rows(model, self.new_ids)
-            return
-        model.get_input_embeddings().weight.requires_grad_(True)
-        if cfg.trainable != "embeddings":
-            model.get_output_embeddings().weight.requires_grad_(True)
+            train_new_rows(model, self.new_ids, cfg.row_subset, head=cfg.trainable != "embeddings")
+            if cfg.trainable == "new-rows":
+                return
+        else:
+            model.get_input_embeddings().weight.requires_grad_(True)
+            if cfg.trainable != "embeddings":
+                model.get_output_embeddings().weight.requires_grad_(True)
         if cfg.layer_indices:
             layers = decoder_layers(model)
             for i in cfg.layer_indices:
@@ -396,6 +413,8 @@ class EmbeddingTask(Task):
         keep = ("trainable", "seq_len", "batch_size", "dtype", "gradient_checkpointing", "text_field", "heldout_overlap",
                 "objective")
         out = {**{k: cfg[k] for k in keep}, "model": fingerprint(self.model_dir), "data": self.data.key}
+        if self.config.copied_lr != 1.0:  # absent at 1, so runs from before the option still resume
+            out["copied_lr"] = self.config.copied_lr
         if self.config.distills:
             out.update({k: cfg[k] for k in ("teacher_dtype", "distill_loss", "distill_temperature", "distill_weight")},
                        teacher=fingerprint(self.teacher_dir))
