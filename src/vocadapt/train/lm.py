@@ -295,8 +295,6 @@ class EmbeddingTask(Task):
             from vocadapt.train.rows import train_new_rows
 
             train_new_rows(model, self.new_ids, cfg.row_subset, head=cfg.trainable != "embeddings")
-            if cfg.trainable == "new-rows":
-                return
         else:
             model.get_input_embeddings().weight.requires_grad_(True)
             if cfg.trainable != "embeddings":

@@ -9,10 +9,11 @@ trainable tensor. Copied rows are never touched, so they stay bit-identical, and
 holds state for the new rows only. A tied head shares the very same parametrization.
 
 ``--copied-lr S`` (0 < S < 1) keeps the copied rows trainable, slower:
-``weight = frozen.index_copy(0, new_ids, new_rows) + S * delta`` with ``delta`` (V, d) starting
-at zero and masked to the copied rows. Adam's step is about the learning rate whatever the
-gradient's scale, so a copied row moves S times as far per step as a new row; and AdamW's weight
-decay pulls ``delta`` to zero, i.e. a copied row back to the source model's, not to the origin.
+``weight = (frozen + S * delta).index_copy(0, new_ids, new_rows)`` with ``delta`` (V, d)
+starting at zero (the new rows overwrite its rows, so only the copied ones train). Adam's step
+is about the learning rate whatever the gradient's scale, so a copied row moves S times as far
+per step as a new row; and AdamW's weight decay pulls ``delta`` to zero, i.e. a copied row back
+to the source model's, not to the origin.
 Why: with one tied matrix, the rows that make the output favour the new tokens are also the input
 rows through which the frozen body reads every old token. Training them at the full rate forgets
 what the source model knew of text the new tokens do not cover (docs/distill.md, "Copied rows
@@ -33,34 +34,23 @@ log = logging.getLogger("vocadapt")
 
 
 class RowSubset(torch.nn.Module):
-    """Parametrization of a (V, d) matrix whose rows ``ids`` come from a trainable (n, d) tensor."""
+    """Parametrization of a (V, d) matrix whose rows ``ids`` come from a trainable (n, d) tensor.
 
-    def __init__(self, weight: torch.Tensor, ids: torch.Tensor):
+    The other (copied) rows are the frozen ones, or with ``scale`` > 0 the frozen ones plus
+    ``scale`` x a trainable offset that starts at zero (``--copied-lr``). The new rows overwrite
+    the offset's, so those get no gradient and stay zero."""
+
+    def __init__(self, weight: torch.Tensor, ids: torch.Tensor, scale: float = 0.0):
         super().__init__()
         self.register_buffer("ids", ids.to(weight.device), persistent=False)
         self.rows = torch.nn.Parameter(weight.detach()[self.ids].clone())
-
-    def forward(self, frozen: torch.Tensor) -> torch.Tensor:
-        return frozen.index_copy(0, self.ids, self.rows.to(frozen.dtype))
-
-
-class CopiedRowsScaled(torch.nn.Module):
-    """Parametrization of a (V, d) matrix: rows ``ids`` from a trainable (n, d) tensor, the other
-    (copied) rows the frozen ones plus ``scale`` x a trainable offset that starts at zero."""
-
-    def __init__(self, weight: torch.Tensor, ids: torch.Tensor, scale: float):
-        super().__init__()
-        self.register_buffer("ids", ids.to(weight.device), persistent=False)
-        self.rows = torch.nn.Parameter(weight.detach()[self.ids].clone())
-        copied = torch.ones(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
-        copied[self.ids] = 0
-        self.register_buffer("copied", copied, persistent=False)
         self.scale = float(scale)
-        self.delta = torch.nn.Parameter(torch.zeros_like(weight.detach()))
+        self.delta = torch.nn.Parameter(torch.zeros_like(weight.detach())) if self.scale else None
 
     def forward(self, frozen: torch.Tensor) -> torch.Tensor:
-        offset = (self.delta * (self.scale * self.copied)).to(frozen.dtype)
-        return frozen.index_copy(0, self.ids, self.rows.to(frozen.dtype)) + offset
+        if self.delta is not None:
+            frozen = frozen + (self.scale * self.delta).to(frozen.dtype)
+        return frozen.index_copy(0, self.ids, self.rows.to(frozen.dtype))
 
 
 def new_row_ids(model_dir: Path, tokenizer) -> torch.Tensor:
@@ -102,22 +92,16 @@ def new_row_ids(model_dir: Path, tokenizer) -> torch.Tensor:
 def train_new_rows(model, ids: torch.Tensor, copied_lr: float = 0.0, head: bool = True) -> int:
     """Make rows ``ids`` (see :func:`new_row_ids`) of the input embedding (and of an untied head
     when ``head``) trainable; the copied rows stay frozen (``copied_lr`` 0) or train at
-    ``copied_lr`` times the learning rate (:class:`CopiedRowsScaled`). A tied head is the same
+    ``copied_lr`` times the learning rate (see :class:`RowSubset`). A tied head is the same
     matrix and follows the embedding."""
-    if not 0.0 <= copied_lr < 1.0:
-        raise VocadaptError(f"copied_lr must be at least 0 and below 1 here, not {copied_lr}")
-
-    def param(weight: torch.Tensor) -> torch.nn.Module:
-        return RowSubset(weight, ids) if copied_lr == 0 else CopiedRowsScaled(weight, ids, copied_lr)
-
     emb, out = model.get_input_embeddings(), model.get_output_embeddings()
     tied = out is not None and out.weight is emb.weight
-    sub = param(emb.weight)
+    sub = RowSubset(emb.weight, ids, copied_lr)
     parametrize.register_parametrization(emb, "weight", sub, unsafe=True)
     if tied:
         parametrize.register_parametrization(out, "weight", sub, unsafe=True)
     elif out is not None and head:
-        parametrize.register_parametrization(out, "weight", param(out.weight), unsafe=True)
+        parametrize.register_parametrization(out, "weight", RowSubset(out.weight, ids, copied_lr), unsafe=True)
     copied = "frozen" if copied_lr == 0 else f"at {copied_lr:g} x the learning rate"
     log.info("training %d new rows of %d (copied rows %s)", ids.numel(), emb.weight.shape[0], copied)
     return int(ids.numel())
