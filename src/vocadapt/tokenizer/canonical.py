@@ -271,6 +271,14 @@ def render(token: CanonicalToken, family: Family) -> str:
 
 
 
+def letter_script(ch: str) -> str:
+    """The Unicode script of a letter by its character name ("Cyrillic", "Latin", "Han", ...)."""
+    import unicodedata
+
+    word = unicodedata.name(ch, "UNKNOWN").split()[0]
+    return {"CJK": "Han"}.get(word, word.title())
+
+
 def script_chars(script: str):
     """A predicate ``str -> bool``: does the text contain a character of Unicode ``script``
     (e.g. ``"Cyrillic"``, ``"Han"``)? Raises ``ValueError`` for an unknown script name."""

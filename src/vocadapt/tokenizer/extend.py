@@ -45,6 +45,7 @@ from vocadapt.tokenizer.canonical import (
     canonical_token,
     check_id_layout,
     detect_family,
+    letter_script,
     model_vocab,
     script_chars,
     touches_script,
@@ -79,7 +80,6 @@ _SCRIPT_SAMPLE_CHARS = 1_000_000
 
 def detect_script(texts: Iterator[str]) -> str:
     """The most common Unicode script among the letters of the first ~1M characters (e.g. "Cyrillic")."""
-    import unicodedata
     from collections import Counter
 
     counts: Counter = Counter()
@@ -93,8 +93,7 @@ def detect_script(texts: Iterator[str]) -> str:
             break
     by_script: Counter = Counter()
     for ch, n in counts.items():
-        word = unicodedata.name(ch, "UNKNOWN").split()[0]
-        by_script[{"CJK": "Han"}.get(word, word.title())] += n
+        by_script[letter_script(ch)] += n
     if not by_script:
         raise VocadaptError("the corpus has no letters to detect its script from; pass --script NAME or --script any")
     return by_script.most_common(1)[0][0]
