@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,25 @@ def test_refusals_name_the_mismatch(pair, tmp_path):
         propagate(base, inst, adapted, tmp_path / "d", PropagateConfig(method="overlap", min_fit_tokens=100_000))
     with pytest.raises(ValueError, match="did you mean 'overlap'"):
         PropagateConfig(method="overlapp")
+
+
+def test_an_adapted_model_with_trained_layers_is_warned_about(pair, tmp_path, caplog):
+    """LEP carries embedding rows only: a base that trained decoder layers loses them, and is told so."""
+    import shutil
+
+    def warned(adapted: Path) -> bool:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="vocadapt"):
+            propagate(pair["base"], pair["instruct"], adapted, tmp_path / adapted.name / "out", PropagateConfig(method="swap"))
+        return any("trained decoder layers (--trainable layers:0,-1)" in r.getMessage() for r in caplog.records)
+
+    assert not warned(pair["adapted"])  # init provenance: no trainable set
+    layered = tmp_path / "layered"
+    shutil.copytree(pair["adapted"], layered)
+    record = json.loads((layered / "vocadapt.json").read_text(encoding="utf-8"))
+    record.update(step="train", config={"trainable": "layers:0,-1"})
+    (layered / "vocadapt.json").write_text(json.dumps(record), encoding="utf-8")
+    assert warned(layered)
 
 
 def test_cli_propagate(pair, tmp_path, capsys):

@@ -37,7 +37,7 @@ from vocadapt.init.context import BLOCK_ROWS
 from vocadapt.io.atomic import atomic_dir, check_output_dir
 from vocadapt.io.checkpoint import Checkpoint, write_checkpoint
 from vocadapt.io.safetensors_stream import TensorInfo, read_header, write_file
-from vocadapt.provenance import write_provenance
+from vocadapt.provenance import read_provenance, write_provenance
 from vocadapt.tokenizer.align import Alignment, align_vocabularies, read_mapping
 from vocadapt.tokenizer.canonical import special_ids, vocab_size
 from vocadapt.tokenizer.load import load_tokenizer
@@ -384,6 +384,11 @@ def propagate(
     if vocab_size(adapt_tok) > adapt_ck.embedding_rows:
         raise VocadaptError(f"adapted tokenizer has ids up to {vocab_size(adapt_tok) - 1} but its model only {adapt_ck.embedding_rows} rows")
 
+    trained = str(((read_provenance(adapt_ck.path) or {}).get("config") or {}).get("trainable", ""))
+    if trained.startswith("layers:"):
+        # LEP moves the vocabulary; decoder layers trained with it have no place in the twin.
+        log.warning("propagate: the adapted model also trained decoder layers (--trainable %s); only its embedding "
+                    "rows are propagated, the layers are the instruct model's", trained)
     alignment = align_vocabularies(base_tok, adapt_tok, mapping=read_mapping(adapt_ck.path), decompose=config.method == "conversion")
     excluded = special_ids(base_tok) | special_ids(inst_tok)
     out_tok, keep, appended = _output_tokenizer(adapt_tok, inst_tok)
