@@ -91,16 +91,16 @@ def bits_by_class(model, tokenizer, texts: list[str]) -> Counter:
     return bits
 
 
-def token_kinds(tokenizer, original_tokenizer, corpus: list[str]) -> np.ndarray:
-    """The kind of every id of ``tokenizer``: "copied", or "new" with its training-count bucket."""
+def token_kinds(tokenizer, original_tokenizer, corpus_files) -> np.ndarray:
+    """The kind of every id of ``tokenizer``: "copied", or "new" with its count bucket in the
+    training text (tokenized as ``vocadapt train`` does it, and from the same cache)."""
     from vocadapt.tokenizer.align import align_vocabularies
+    from vocadapt.train.data import tokenize_corpus
 
-    counts = np.zeros(len(tokenizer), dtype=np.int64)
-    for i in range(0, len(corpus), 2000):
-        for ids in tokenizer(corpus[i:i + 2000], add_special_tokens=False)["input_ids"]:
-            np.add.at(counts, ids, 1)
+    ids = tokenize_corpus(tokenizer, corpus_files, progress=False).ids
     copied = align_vocabularies(original_tokenizer, tokenizer, decompose=False).copy_from >= 0
-    kinds = np.array(KINDS[1:], dtype=object)[np.searchsorted(COUNT_BUCKETS, counts[: len(copied)], side="right")]
+    counts = np.bincount(ids, minlength=len(copied))[: len(copied)]
+    kinds = np.array(KINDS[1:], dtype=object)[np.searchsorted(COUNT_BUCKETS, counts, side="right")]
     kinds[copied] = "copied"
     return kinds
 
@@ -141,7 +141,7 @@ def main() -> None:
         named = {"fortunes": assets.russian_text() / "heldout.txt", "man pages": assets.russian_manpages() / "heldout.txt"}
     texts = {name: take_chars([t for t in read_texts([path]) if t.strip()], args.max_chars) for name, path in named.items()}
     if args.split == "token":
-        token_split(args, texts, load_model, read_texts, assets)
+        token_split(args, texts)
         return
     nbytes = {name: bytes_by_class(docs) for name, docs in texts.items()}
     bits: dict[str, dict[str, Counter]] = {name: {} for name in texts}
@@ -160,16 +160,17 @@ def main() -> None:
             print(f"| {path} | {sum(b.values()) / total:.3f} | " + " | ".join(cells) + " |")
 
 
-def token_split(args, texts, load_model, read_texts, assets) -> None:
-    original_dir = args.original or assets.smollm2()
+def token_split(args, texts: dict[str, list[str]]) -> None:
+    from vocadapt import assets
+    from vocadapt.model import load_model
+
     corpus_files = args.corpus or [assets.russian_text() / "train.txt", assets.russian_docs() / "train.txt"]
-    corpus = [t for t in read_texts(corpus_files) if t.strip()]
-    original, original_tok = load_model(original_dir)
+    original, original_tok = load_model(args.original or assets.smollm2())
     orig_bits = {name: char_bits(original, original_tok, docs) for name, docs in texts.items()}
     del original
     for path in args.models:
         model, tokenizer = load_model(path)
-        kinds = token_kinds(tokenizer, original_tok, corpus)
+        kinds = token_kinds(tokenizer, original_tok, corpus_files)
         for name, docs in texts.items():
             rows = bits_by_token(char_bits(model, tokenizer, docs), orig_bits[name], docs, kinds)
             total = sum(r[2] for r in rows.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -172,8 +173,6 @@ def test_refusals_name_the_mismatch(pair, tmp_path):
 
 def test_an_adapted_model_with_trained_layers_is_warned_about(pair, tmp_path, caplog):
     """LEP carries embedding rows only: a base that trained decoder layers loses them, and is told so."""
-    import shutil
-
     def warned(adapted: Path) -> bool:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="vocadapt"):
