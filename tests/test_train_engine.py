@@ -268,6 +268,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     ok = train_embeddings(model, corpus, tmp_path / "dropped", small(steps=1, heldout_overlap="drop"),
                           eval_text=[held, write_corpus(tmp_path / "new.txt", n=2, seed=77)])
     assert ok.final_bpb is not None
+    refused([model, corpus, "--patience", "2"], "--patience watches the held-out loss: give held-out text with --eval-text")
+    refused([model, corpus, "--export-model", "best"], "--export-model best watches the held-out loss")
+    refused([model, corpus, "--export-model", "first"], "export_model must be one of auto, best, last")
     refused([model, corpus, "--trainable", "new-rows"], "no init provenance")
     refused([model, corpus, "--trainable", "layers:0,7"], "layer 7 does not exist")
     # A checkpoint whose embedding is stored under an unknown name.
@@ -398,3 +401,115 @@ def test_no_coverage_for_a_model_init_did_not_make(tmp_path):
     model = tiny_lm(tmp_path / "m")
     res = train_embeddings(model, write_corpus(tmp_path / "train.txt", n=60), tmp_path / "run", small(steps=1, eval_every=0))
     assert "coverage" not in read_provenance(res.model_dir)["results"]
+
+
+class _Overshoot:
+    """A one-weight task whose training pulls w from 0 to 2 while its val_loss is (w - 1)^2: the
+    held-out loss falls, bottoms out near step 10 and rises again, as an over-trained model's does.
+    ``interrupt_at``: raise a Ctrl-C in that step's forward pass (once)."""
+
+    @staticmethod
+    def make(interrupt_at: int | None = None):
+        from pathlib import Path
+
+        from vocadapt.train.engine import GlobalBatch, Task
+
+        class Overshoot(Task):
+            name = "overshoot"
+
+            def setup(self, accelerator):
+                self.calls = 0
+                model = torch.nn.Linear(1, 1, bias=False)
+                torch.nn.init.zeros_(model.weight)
+                return model
+
+            def global_batch(self, step):
+                self.step = step
+                return GlobalBatch(micro=[[torch.ones(4, 1)]], n_items=4, n_tokens=4)
+
+            def loss_sum(self, model, x):
+                if interrupt_at is not None and self.step == interrupt_at and not self.calls:
+                    self.calls += 1
+                    raise KeyboardInterrupt
+                return ((model(x) - 2 * x) ** 2).sum()
+
+            def evaluate(self, model):
+                return {"val_loss": float((model.weight.detach()[0, 0] - 1) ** 2)}
+
+            def export(self, model, out_dir: Path):
+                torch.save({"w": float(model.weight.detach()[0, 0]), **self.run_state}, out_dir / "w.pt")
+
+        return Overshoot()
+
+
+def _overshoot_config(**kw):
+    from vocadapt.train.engine import OptimConfig
+
+    return OptimConfig(**{**dict(steps=60, lr=0.1, warmup_steps=0, schedule="constant", weight_decay=0, eval_every=2,
+                                 progress=False), **kw})
+
+
+def _evaluations(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["val_loss"] for r in rows if "val_loss" in r}
+
+
+def test_patience_exports_the_best_evaluation_not_the_stop(tmp_path):
+    from vocadapt.train.engine import checkpoint_dirs, run
+
+    res = run(_Overshoot.make(), _overshoot_config(patience=3), tmp_path / "auto")
+    evals = _evaluations(tmp_path / "auto")
+    best = min(evals, key=evals.get)
+    saved = torch.load(tmp_path / "auto" / "model" / "w.pt")
+    # Stopped three evaluations after the best; the model handed over is the best one's.
+    assert res.stopped_early and res.steps == best + 3 * 2 and res.model_step == best == saved["step"]
+    assert abs(saved["w"] - 1) < 0.1 and saved["metrics"]["val_loss"] == evals[best] < evals[res.steps]
+    assert res.model_metrics["val_loss"] == evals[best] and res.metrics["val_loss"] == evals[res.steps]
+    # The last checkpoint keeps the weights of the step training stopped at (for --resume).
+    assert torch.load(checkpoint_dirs(tmp_path / "auto")[-1] / "model" / "w.pt")["step"] == res.steps
+
+    # --export-model last: the stop's weights; --export-model best without patience: all 60 steps, the best kept.
+    last = run(_Overshoot.make(), _overshoot_config(patience=3, export_model="last"), tmp_path / "last")
+    assert last.model_step == last.steps == torch.load(tmp_path / "last" / "model" / "w.pt")["step"] == res.steps
+    full = run(_Overshoot.make(), _overshoot_config(export_model="best"), tmp_path / "full")
+    assert full.steps == 60 and not full.stopped_early
+    assert full.model_step == best == torch.load(tmp_path / "full" / "model" / "w.pt")["step"]
+    # Without patience or "best", the last step's model, as before.
+    plain = run(_Overshoot.make(), _overshoot_config(), tmp_path / "plain")
+    assert plain.model_step == 60 == torch.load(tmp_path / "plain" / "model" / "w.pt")["step"]
+
+
+def test_the_best_export_survives_a_ctrl_c_and_resume(tmp_path):
+    """Interrupted after the best evaluation and before the stop: the resumed run hands over the
+    same best model as an uninterrupted one (the best export and its bookkeeping are checkpointed)."""
+    from vocadapt.train.engine import TrainingInterrupted, run
+
+    whole = run(_Overshoot.make(), _overshoot_config(patience=3), tmp_path / "whole")
+    cut = whole.model_step + 3
+    with pytest.raises(TrainingInterrupted):
+        run(_Overshoot.make(interrupt_at=cut), _overshoot_config(patience=3), tmp_path / "cut")
+    resumed = run(_Overshoot.make(), _overshoot_config(patience=3), tmp_path / "cut", resume=True)
+    assert (resumed.steps, resumed.model_step) == (whole.steps, whole.model_step)
+    assert torch.load(tmp_path / "cut" / "model" / "w.pt") == torch.load(tmp_path / "whole" / "model" / "w.pt")
+
+
+def test_a_best_export_from_another_timeline_is_not_handed_over(tmp_path, caplog):
+    from vocadapt.train.engine import BEST, STATE_FILE, _best_export
+
+    (tmp_path / BEST / "model").mkdir(parents=True)
+    (tmp_path / BEST / STATE_FILE).write_text(json.dumps({"step": 12}))
+    assert _best_export(tmp_path, {"best_step": 12}) == tmp_path / BEST / "model"
+    with caplog.at_level(logging.WARNING, logger="vocadapt"):
+        assert _best_export(tmp_path, {"best_step": 10}) is None
+    assert "no export of the best evaluation (step 10)" in caplog.text
+
+
+def test_patience_needs_a_val_loss(tmp_path):
+    from vocadapt.errors import VocadaptError
+    from vocadapt.train.engine import run
+
+    task = _Overshoot.make()
+    task.evaluate = lambda model: {}
+    with pytest.raises(VocadaptError, match="--patience watches the held-out val_loss, but this run's evaluation has none"):
+        run(task, _overshoot_config(patience=2), tmp_path / "run")
+    assert not (tmp_path / "run" / "model").exists()

@@ -35,11 +35,11 @@ def test_two_processes_equal_one(tmp_path, monkeypatch):
     corpus = write_corpus(tmp_path / "train.txt")
     held = write_corpus(tmp_path / "held.txt", n=6, seed=99)
     common = ["--steps", "3", "--seq-len", "32", "--batch-size", "4", "--lr", "1e-2", "--warmup-steps", "1",
-              "--eval-every", "3", "--no-progress"]
+              "--eval-every", "3", "--export-model", "best", "--no-progress"]
     # One process with 2 accumulated micro-batches of 2 blocks == two processes with one micro-batch each.
     one = train_embeddings(model, corpus, tmp_path / "one",
                            TrainConfig(steps=3, seq_len=32, batch_size=4, lr=1e-2, warmup_steps=1, eval_every=3,
-                                       grad_accum=2, progress=False), eval_text=held)
+                                       grad_accum=2, export_model="best", progress=False), eval_text=held)
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "VOCADAPT_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     # --standalone: a free port of its own, so that parallel test runs do not collide.
@@ -50,6 +50,8 @@ def test_two_processes_equal_one(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = json.loads((tmp_path / "two" / "checkpoints" / "step-000003" / "trainer_state.json").read_text())
     assert state["world_size"] == 2
+    # The best evaluation's export (written by rank 0 while the other waits) and its step.
+    assert json.loads((tmp_path / "two" / "best" / "trainer_state.json").read_text())["step"] == one.model_step
     train1, eval1 = _log(tmp_path / "one")
     train2, eval2 = _log(tmp_path / "two")
     # Equal lengths first: zip() below would silently compare only the shorter log.
@@ -86,7 +88,7 @@ def test_two_processes_stop_together_on_ctrl_c_and_resume(tmp_path, monkeypatch)
     steps = 30
     one = train_embeddings(model, corpus, tmp_path / "one",
                            TrainConfig(steps=steps, seq_len=32, batch_size=4, lr=1e-2, warmup_steps=1, eval_every=10,
-                                       grad_accum=2, progress=False), eval_text=held)
+                                       grad_accum=2, export_model="best", progress=False), eval_text=held)
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "VOCADAPT_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     cut = tmp_path / "two"

@@ -30,7 +30,9 @@ def register(app: typer.Typer) -> None:
 
         r = train_hypernet(source_model, out, config, resume=resume)
         typer.echo(format_report(r.quality))
-        typer.echo(f"{r.steps} steps in {r.seconds:.1f} s{' (stopped early)' if r.stopped_early else ''}; wrote {out / 'model'}")
+        chosen = f" (the network of step {r.model_step}, the lowest val_loss)" if r.model_step not in (None, r.steps) else ""
+        typer.echo(f"{r.steps} steps in {r.seconds:.1f} s{' (stopped early)' if r.stopped_early else ''}; "
+                   f"wrote {out / 'model'}{chosen}")
 
     @hn_app.command("tune")
     @with_config(LmStageConfig, exclude=("trainable", "gradient_checkpointing"))

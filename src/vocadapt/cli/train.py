@@ -38,7 +38,10 @@ def register(app: typer.Typer) -> None:
 
             table = Table(title=f"trained {result.model_dir}", show_header=False)
             for key, value in {
-                "steps": result.steps, "tokens seen": f"{result.tokens:,}", "tokens/s": f"{result.tokens_per_s:,.0f}",
+                "steps": f"{result.steps}{' (stopped early)' if result.stopped_early else ''}",
+                "tokens seen": f"{result.tokens:,}", "tokens/s": f"{result.tokens_per_s:,.0f}",
+                **({"model of step": f"{result.model_step} (the lowest held-out loss)"}
+                   if result.model_step not in (None, result.steps) else {}),
                 "held-out bits per byte": bpb, "log": result.run_dir / "train_log.jsonl",
             }.items():
                 table.add_row(key, str(value))

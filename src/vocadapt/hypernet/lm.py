@@ -315,7 +315,7 @@ def tune_hypernet(hypernet_dir: str | Path, model_dir: str | Path, corpus, out_d
     hn = load_hypernet(hypernet_dir)
     task = LmStageTask(Path(model_dir), hn, corpus, config, texts, out_dir)
     r = run(task, config, out_dir, resume=resume)
-    return TuneResult(out_dir, r.steps, r.tokens, r.seconds, r.metrics)
+    return TuneResult(out_dir, r.steps, r.tokens, r.seconds, r.model_metrics)
 
 
 __all__ = ["LmStageConfig", "LmStageTask", "TuneResult", "tune_hypernet"]

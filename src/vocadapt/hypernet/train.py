@@ -362,6 +362,7 @@ class HypernetResult:
     seconds: float
     stopped_early: bool
     quality: dict[str, Any]
+    model_step: int | None = None  # the step whose network out_dir/model holds (the lowest val_loss with --patience)
 
 
 def train_hypernet(model_dir: str | Path, out_dir: str | Path, config: HypernetConfig, *, resume: bool = False) -> HypernetResult:
@@ -375,4 +376,4 @@ def train_hypernet(model_dir: str | Path, out_dir: str | Path, config: HypernetC
     task = ReconstructTask(Path(model_dir), data, config, out_dir)
     result = run(task, config, out_dir, resume=resume)
     quality = json.loads((out_dir / "model" / QUALITY_FILE).read_text(encoding="utf-8"))
-    return HypernetResult(out_dir, result.steps, result.seconds, result.stopped_early, quality)
+    return HypernetResult(out_dir, result.steps, result.seconds, result.stopped_early, quality, result.model_step)

@@ -471,4 +471,4 @@ def calibrate(model_dir: str | Path, out: str | Path, config: CalibrateConfig | 
     log.info("calibration data: %d instruction + %d copy conversations (%d held out)",
              counts["instructions"], counts["copy"], counts["validation"])
     result = run(task, config, out, resume=resume)
-    return CalibrateResult(run_dir=out, model_dir=out / "model", steps=result.steps, examples=counts, metrics=result.metrics)
+    return CalibrateResult(run_dir=out, model_dir=out / "model", steps=result.steps, examples=counts, metrics=result.model_metrics)

@@ -40,7 +40,9 @@ _SCHEDULES = ("cosine", "linear", "constant")
 _PRECISIONS = ("auto", "no", "bf16", "fp16")
 # Fields of OptimConfig that may differ on --resume: they change what is logged or kept, not
 # the numbers the run computes.
-_RESUMABLE = {"eval_every", "save_every", "keep_checkpoints", "patience", "progress"}
+_RESUMABLE = {"eval_every", "save_every", "keep_checkpoints", "patience", "export_model", "progress"}
+_EXPORTS = ("auto", "best", "last")
+BEST = "best"  # run_dir/best/: the export of the evaluation with the lowest val_loss, and its state
 
 
 @dataclass
@@ -63,6 +65,9 @@ class OptimConfig:
     save_every: int = field(default=0, metadata={"help": "checkpoint every K steps (0: only at the end and on Ctrl-C)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept (older ones are deleted)"})
     patience: int = field(default=0, metadata={"help": "stop after this many evaluations without a better val_loss (0: off)"})
+    export_model: str = field(default="auto", metadata={
+        "help": "the model RUN_DIR/model holds: best (the evaluation with the lowest val_loss) | last (the final "
+                "step's) | auto (best with --patience, else last)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def __post_init__(self) -> None:
@@ -85,6 +90,20 @@ class OptimConfig:
                 raise ValueError(f"{name} must be 0 or more, not {getattr(self, name)}")
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be at least 1, not {self.keep_checkpoints}")
+        if self.export_model not in _EXPORTS:
+            raise ValueError(f"export_model must be one of {', '.join(_EXPORTS)}, not {self.export_model!r}")
+
+    @property
+    def exports_best(self) -> bool:
+        """Whether RUN_DIR/model is the best evaluation's model: early stopping stops *after* the
+        best (--patience evaluations later), so exporting the stop's weights would hand over a
+        model the run itself measured as worse (as `load_best_model_at_end` in HF's Trainer)."""
+        return self.export_model == "best" or (self.export_model == "auto" and self.patience > 0)
+
+    @property
+    def watches_val_loss(self) -> bool:
+        """Whether the run needs a ``val_loss`` from every evaluation (early stopping or the best export)."""
+        return self.patience > 0 or self.exports_best
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of ``lr`` for optimizer step ``step`` (0-based): warmup, then the schedule."""
@@ -121,6 +140,8 @@ class RunResult:
     tokens_per_s: float  # throughput of this invocation
     metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation
     stopped_early: bool = False
+    model_step: int | None = None  # the step whose weights run_dir/model holds (the best one with exports_best)
+    model_metrics: dict[str, float] = field(default_factory=dict)  # that step's evaluation
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -333,7 +354,10 @@ def _loop(task, config, run_dir, accelerator, model, optimizer, scheduler, train
     step, tokens = 0, 0
     # evaluated_at: the step of the last finished evaluation, so that a resume from a checkpoint
     # saved during that step's evaluation runs it (absent in checkpoints older than this field).
-    history: dict[str, Any] = {"best": None, "bad_evals": 0, "evaluated_at": None}
+    # best, best_step, best_metrics: the evaluation with the lowest val_loss so far (bad_evals: those
+    # since), tracked whenever there is a val_loss, so that --patience may be set on a resume.
+    history: dict[str, Any] = {"best": None, "best_step": None, "best_metrics": None, "bad_evals": 0,
+                               "evaluated_at": None}
     if latest is not None:
         saved = json.loads((latest / STATE_FILE).read_text(encoding="utf-8"))
         accelerator.load_state(str(latest), strict=False)
@@ -358,31 +382,52 @@ def _loop(task, config, run_dir, accelerator, model, optimizer, scheduler, train
     def evaluate_now() -> bool:
         """Evaluate on the main process, log, and say (on every rank) whether to stop early."""
         nonlocal metrics
-        decision: list[Any] = [False, metrics]
+        decision: list[Any] = [False, metrics, None, history]  # stop, metrics, error (raised on every rank), history
         if accelerator.is_main_process:
             with accelerator.autocast():
                 found = {k: float(v) for k, v in task.evaluate(accelerator.unwrap_model(model)).items()}
-            # The log row and the bookkeeping together: a resume must not find a logged
-            # evaluation that patience never counted.
-            with ctrl_c.deferred():
-                metrics = found
-                if metrics:
-                    _append_log(log_path, {"step": step, "tokens": tokens, **metrics})
-                history["metrics"] = metrics
-                if config.patience and "val_loss" in metrics:
-                    if history["best"] is None or metrics["val_loss"] < history["best"]:
-                        history["best"], history["bad_evals"] = metrics["val_loss"], 0
-                    else:
-                        history["bad_evals"] += 1
-                        decision[0] = history["bad_evals"] >= config.patience
-                history["evaluated_at"] = step
-                decision[1] = metrics
+            if config.watches_val_loss and "val_loss" not in found:
+                what = "--patience" if config.patience else "--export-model best"
+                decision[2] = (f"{task.name}: {what} watches the held-out val_loss, but this run's evaluation has none "
+                               "(give it held-out text to score)")
+            else:
+                # The log row and the bookkeeping (and the best model's export) together: a resume
+                # must not find a logged evaluation that patience never counted.
+                with ctrl_c.deferred():
+                    metrics = found
+                    if metrics:
+                        _append_log(log_path, {"step": step, "tokens": tokens, **metrics})
+                    history["metrics"] = metrics
+                    if "val_loss" in metrics:
+                        if history["best"] is None or metrics["val_loss"] < history["best"]:
+                            history.update(best=metrics["val_loss"], best_step=step, best_metrics=metrics, bad_evals=0)
+                            if config.exports_best:
+                                save_best()
+                        else:
+                            history["bad_evals"] += 1
+                            decision[0] = bool(config.patience) and history["bad_evals"] >= config.patience
+                    history["evaluated_at"] = step
+                    decision[1] = metrics
         if world > 1:
             from accelerate.utils import broadcast_object_list
 
             broadcast_object_list(decision)  # every rank returns the same metrics and stops together
+            history.update(decision[3])
+        if decision[2]:
+            raise VocadaptError(decision[2])
         metrics = decision[1]
         return decision[0]
+
+    def save_best() -> None:
+        """Export this step's model into run_dir/best (whole or not at all), beside its state."""
+        from vocadapt.io.atomic import atomic_dir
+
+        state = {"step": step, "tokens": tokens, "metrics": metrics}
+        task.run_state = state
+        with atomic_dir(run_dir / BEST, overwrite=True) as tmp:
+            (tmp / "model").mkdir()
+            task.export(accelerator.unwrap_model(model), tmp / "model")
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
 
     def save() -> Path:
         ckpt = run_dir / CHECKPOINTS / f"step-{step:06d}"
@@ -478,11 +523,27 @@ def _loop(task, config, run_dir, accelerator, model, optimizer, scheduler, train
         with ctrl_c.deferred():
             ckpt = save() if step != last_saved else checkpoint_dirs(run_dir)[-1]
             last_saved = step
+        # The model handed over: the last step's, or the best evaluation's (decided on the main
+        # process, which wrote it, and told to the others so that every rank reports the same).
+        chosen: list[Any] = [step, metrics]
+        if accelerator.is_main_process and config.exports_best and history["best_step"] not in (None, step):
+            if _best_export(run_dir, history) is not None:
+                chosen = [history["best_step"], history["best_metrics"]]
+        if world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(chosen)
+        model_step, model_metrics = chosen
         if accelerator.is_main_process:
+            source = ckpt / "model"
+            if model_step != step:
+                source = run_dir / BEST / "model"
+                log.info("%s: %s is the model of step %d (best val_loss %.4f), not of the last step %d",
+                         task.name, run_dir / "model", model_step, history["best"], step)
             final = run_dir / "model"
             tmp = run_dir / ".model.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(ckpt / "model", tmp)
+            shutil.copytree(source, tmp)
             with ctrl_c.deferred():
                 if final.exists():
                     shutil.rmtree(final)
@@ -499,7 +560,27 @@ def _loop(task, config, run_dir, accelerator, model, optimizer, scheduler, train
         bar.close()
     return RunResult(run_dir=run_dir, steps=step, tokens=tokens, seconds=train_seconds,
                      tokens_per_s=run_tokens / max(train_seconds, 1e-9), metrics=metrics,
-                     stopped_early=stop and step < config.steps)
+                     stopped_early=stop and step < config.steps, model_step=model_step, model_metrics=model_metrics)
+
+
+def _best_export(run_dir: Path, history: dict) -> Path | None:
+    """run_dir/best/model if it holds the best evaluation's weights, else None (with a warning).
+
+    Checked by the step in run_dir/best/trainer_state.json, written with the export.
+
+    It may not: a resume from a checkpoint older than the best export replays the steps after it,
+    and if those (on other hardware, say) no longer reach that val_loss, the export is from a
+    timeline the run no longer has; the last step's model is then the honest one to hand over.
+    """
+    state_file = run_dir / BEST / STATE_FILE
+    best_step = history.get("best_step")
+    if best_step is None:
+        return None
+    if state_file.is_file() and json.loads(state_file.read_text(encoding="utf-8")).get("step") == best_step:
+        return run_dir / BEST / "model"
+    log.warning("%s holds no export of the best evaluation (step %s); exporting the last step's model instead",
+                run_dir / BEST, best_step)
+    return None
 
 
 class _CtrlC:

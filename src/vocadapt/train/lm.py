@@ -134,6 +134,7 @@ class TrainResult:
     final_bpb: float | None
     metrics: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
+    model_step: int | None = None  # the step whose weights model_dir holds: the last, or the best (--export-model)
     new_rows_seen: float | None = None  # share of the new rows the batches showed (None: no init provenance)
 
 
@@ -460,11 +461,14 @@ def train_embeddings(model_dir: str | Path, corpus, out_dir: str | Path, config:
     out_dir = Path(out_dir)
     if not resume and out_dir.exists() and any(out_dir.iterdir()):
         raise VocadaptError(f"run directory exists and is not empty: {out_dir} (use --resume to continue it, or another --out)")
+    if config.watches_val_loss and not texts:
+        what = "--patience" if config.patience else "--export-model best"
+        raise VocadaptError(f"{what} watches the held-out loss: give held-out text with --eval-text")
     task = EmbeddingTask(model_dir, list(corpus), config, texts)
     result = run(task, config, out_dir, resume=resume)
     return TrainResult(
         run_dir=out_dir, model_dir=out_dir / "model", steps=result.steps, tokens=result.tokens,
-        tokens_per_s=result.tokens_per_s, final_bpb=result.metrics.get("bpb"), metrics=result.metrics,
-        stopped_early=result.stopped_early,
+        tokens_per_s=result.tokens_per_s, final_bpb=result.model_metrics.get("bpb"), metrics=result.model_metrics,
+        stopped_early=result.stopped_early, model_step=result.model_step,
         new_rows_seen=task.coverage["new_rows_seen"] / task.coverage["new_rows"] if task.coverage else None,
     )

@@ -177,4 +177,4 @@ def train_helper(target_tokenizer: str | Path, corpus, out: str | Path, config: 
 
     params = sum(math.prod(t.shape) for t in Checkpoint(out / "model").tensors.values())
     log.info("helper: %d steps, %d tokens in %.0f s -> %s", result.steps, result.tokens, seconds, out / "model")
-    return HelperResult(out, out / "model", result.steps, result.tokens, params, round(seconds, 1), result.metrics.get("bpb"))
+    return HelperResult(out, out / "model", result.steps, result.tokens, params, round(seconds, 1), result.model_metrics.get("bpb"))
