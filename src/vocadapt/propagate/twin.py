@@ -107,7 +107,12 @@ def make_twin(base: str | Path, texts: list[str], *, n_conversations: int = 96, 
 
     config = config or CalibrateConfig(**TWIN_CONFIG, seed=seed)
     convs = twin_conversations(texts, n_conversations, seed)
-    key = hashlib.sha256(json.dumps([TWIN_VERSION, fingerprint(base), asdict(config), convs], sort_keys=True,
+    settings = asdict(config)
+    if not config.exports_best:
+        # The last step's model, as every twin before --export-model existed: the same key, so a
+        # cached twin stays valid (a rebuild gave the same bytes and cost 4 minutes).
+        settings.pop("export_model")
+    key = hashlib.sha256(json.dumps([TWIN_VERSION, fingerprint(base), settings, convs], sort_keys=True,
                                     default=str).encode()).hexdigest()[:12]
     dest = (cache or cache_dir() / "models") / f"{Path(base).name}-twin-{key}"
     if (dest / "config.json").is_file():
