@@ -172,11 +172,12 @@ def test_refusals_name_the_mismatch(pair, tmp_path):
 
 
 def test_an_adapted_model_with_trained_layers_is_warned_about(pair, tmp_path, caplog):
-    """LEP carries embedding rows only: a base that trained decoder layers loses them, and is told so."""
+    """--body instruct (LEP proper) carries embedding rows only: a base that trained decoder layers loses them, and is told so."""
     def warned(adapted: Path) -> bool:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="vocadapt"):
-            propagate(pair["base"], pair["instruct"], adapted, tmp_path / adapted.name / "out", PropagateConfig(method="swap"))
+            propagate(pair["base"], pair["instruct"], adapted, tmp_path / adapted.name / "out",
+                      PropagateConfig(method="swap", body="instruct"))
         return any("trained decoder layers (--trainable layers:0,-1)" in r.getMessage() for r in caplog.records)
 
     assert not warned(pair["adapted"])  # init provenance: no trainable set
@@ -186,6 +187,49 @@ def test_an_adapted_model_with_trained_layers_is_warned_about(pair, tmp_path, ca
     record.update(step="train", config={"trainable": "layers:0,-1"})
     (layered / "vocadapt.json").write_text(json.dumps(record), encoding="utf-8")
     assert warned(layered)
+
+
+def test_body_delta_adds_what_training_changed_in_the_layers(pair, tmp_path):
+    """--body delta: each body tensor the adapted base changed is W_inst + (W_adapted - W_base);
+    the untouched ones (and, with --body instruct, all of them) stay the instruct model's."""
+    from safetensors.torch import load_file, save_file
+
+    layered = tmp_path / "layered"
+    shutil.copytree(pair["adapted"], layered)
+    tensors = load_file(layered / "model.safetensors")
+    body = sorted(n for n in tensors if ".layers." in n)
+    changed = [n for n in body if n.startswith("model.layers.0.")]
+    g = torch.Generator().manual_seed(3)
+    for n in changed:
+        tensors[n] = tensors[n] + 0.1 * torch.randn(tensors[n].shape, generator=g)
+    save_file(tensors, layered / "model.safetensors", metadata={"format": "pt"})
+    base, inst = load_file(pair["base"] / "model.safetensors"), load_file(pair["instruct"] / "model.safetensors")
+
+    report = propagate(pair["base"], pair["instruct"], layered, tmp_path / "delta", PropagateConfig(body="delta"))
+    out = load_file(tmp_path / "delta" / "model.safetensors")
+    assert report.body_deltas == sorted(changed) and changed and report.body == "delta"
+    for n in body:
+        want = inst[n] + (tensors[n] - base[n]) if n in changed else inst[n]
+        torch.testing.assert_close(out[n], want.to(inst[n].dtype), rtol=0, atol=1e-6)
+    assert not torch.equal(out[changed[0]], inst[changed[0]])
+    # The vocabulary rows do not depend on the body choice; auto is instruct for a base whose
+    # provenance does not say it trained layers...
+    auto = propagate(pair["base"], pair["instruct"], layered, tmp_path / "plain")
+    plain = load_file(tmp_path / "plain" / "model.safetensors")
+    assert auto.body == "instruct" and not auto.body_deltas
+    for n in plain:
+        assert torch.equal(plain[n], inst[n] if n in body else out[n]), n
+    # ... and delta for one whose provenance does (vocadapt train --trainable layers:...).
+    record = json.loads((layered / "vocadapt.json").read_text(encoding="utf-8"))
+    record.update(step="train", config={"trainable": "layers:0"})
+    (layered / "vocadapt.json").write_text(json.dumps(record), encoding="utf-8")
+    auto = propagate(pair["base"], pair["instruct"], layered, tmp_path / "auto")
+    assert auto.body == "delta" and auto.body_deltas == sorted(changed)
+    assert load_file(tmp_path / "auto" / "model.safetensors").keys() == out.keys()
+    for n, t in load_file(tmp_path / "auto" / "model.safetensors").items():
+        assert torch.equal(t, out[n]), n
+    with pytest.raises(ValueError, match="body must be one of auto, instruct, delta"):
+        PropagateConfig(body="deltas")
 
 
 def test_cli_propagate(pair, tmp_path, capsys):

@@ -39,6 +39,9 @@ def register(app: typer.Typer) -> None:
                    + (f" ({len(report.appended_tokens)} appended: {', '.join(report.appended_tokens)})" if report.appended_tokens else ""))
         if report.grafted_tokens:
             typer.echo(f"kept text: {len(report.grafted_tokens)} base pieces grafted with their instruct rows")
+        if report.body_deltas:
+            typer.echo(f"decoder layers: the instruct model's plus the adapted base's change in {len(report.body_deltas)} "
+                       "tensors (--body delta)")
         if report.kept_text_differs:
             typer.echo(f"kept text still split unlike the base: {report.kept_text_differs}")
         typer.echo(f"wrote {report.out_dir}")

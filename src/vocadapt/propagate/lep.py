@@ -14,6 +14,9 @@ instruct space is fitted on the old vocabulary and applied to the adapted rows::
     new rows    = E_adapted @ P                             (float64, cast to the instruct dtype)
 
 The transformer layers are the instruct model's, copied byte for byte (streamed shard by shard);
+with ``body="delta"`` every body tensor the adapted base changed (``--trainable layers:...``) is
+the instruct one plus that change, ``W_inst + (W_adapted - W_base)`` (task arithmetic; the
+"chat vector" of Huang et al. 2024 read the other way round);
 the instruct model's special and chat tokens keep their instruct rows (tokens the new tokenizer
 lacks are appended to it), and its chat template, special-token roles and generation config are
 carried over. Exact math: METHODS.md section 7 (Tikhomirov & Chernyshev 2024).
@@ -45,6 +48,7 @@ from vocadapt.tokenizer.load import load_tokenizer
 log = logging.getLogger("vocadapt")
 
 METHODS = ("swap", "overlap", "conversion")
+BODIES = ("auto", "instruct", "delta")
 ROLES = ("bos", "eos", "pad", "unk")
 
 
@@ -66,10 +70,18 @@ class PropagateConfig:
         default=False,
         metadata={"help": "also keep the base tokenization of the chat template's own text (role names, default system prompt)"},
     )
+    body: str = field(
+        default="auto",
+        metadata={"help": "the output's decoder layers: instruct (the instruct model's, as LEP) | delta (the instruct "
+                          "model's plus what training changed in the adapted base's, W_inst + W_adapted - W_base) | auto "
+                          "(delta when the adapted base's provenance says it trained layers, else instruct)"},
+    )
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}{did_you_mean(self.method, METHODS)}")
+        if self.body not in BODIES:
+            raise ValueError(f"body must be one of {', '.join(BODIES)}, not {self.body!r}{did_you_mean(self.body, BODIES)}")
         if self.min_fit_tokens < 0:
             raise ValueError(f"min_fit_tokens must be 0 or more, not {self.min_fit_tokens}")
 
@@ -95,6 +107,8 @@ class PropagateReport:
     appended_tokens: list[str]  # instruct special tokens the adapted tokenizer lacked
     grafted_tokens: list[str] = field(default_factory=list)  # pieces appended for keep_text/keep_chat
     kept_text_differs: list[str] = field(default_factory=list)  # kept text still tokenized unlike the base
+    body: str = "instruct"  # the body used: instruct, or delta (see PropagateConfig.body)
+    body_deltas: list[str] = field(default_factory=list)  # body tensors given the adapted base's change (body="delta")
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -385,10 +399,12 @@ def propagate(
         raise VocadaptError(f"adapted tokenizer has ids up to {vocab_size(adapt_tok) - 1} but its model only {adapt_ck.embedding_rows} rows")
 
     trained = str(((read_provenance(adapt_ck.path) or {}).get("config") or {}).get("trainable", ""))
-    if trained.startswith("layers:"):
-        # LEP moves the vocabulary; decoder layers trained with it have no place in the twin.
+    # LEP moves the vocabulary only. Layers trained with it carry over as a change (auto): on the
+    # demo's pair that kept the adapted base's man pages (1.619 against 1.878 without; docs/propagation.md).
+    body = config.body if config.body != "auto" else ("delta" if trained.startswith("layers:") else "instruct")
+    if trained.startswith("layers:") and body == "instruct":
         log.warning("propagate: the adapted model also trained decoder layers (--trainable %s); only its embedding "
-                    "rows are propagated, the layers are the instruct model's", trained)
+                    "rows are propagated, the layers are the instruct model's (--body delta carries their change)", trained)
     alignment = align_vocabularies(base_tok, adapt_tok, mapping=read_mapping(adapt_ck.path), decompose=config.method == "conversion")
     excluded = special_ids(base_tok) | special_ids(inst_tok)
     out_tok, keep, appended = _output_tokenizer(adapt_tok, inst_tok)
@@ -432,6 +448,7 @@ def propagate(
             del new
         if inst_ck.vocab.tied and inst_ck.vocab.output:  # a tied checkpoint that stores the head anyway
             replacements[inst_ck.vocab.output] = replacements[inst_ck.vocab.input]
+        body_deltas = _add_body_deltas(base_ck, inst_ck, adapt_ck, staging, replacements) if body == "delta" else []
         write_checkpoint(inst_ck, staging, replacements, config_updates)
         for spill in staging.glob(".spill-*.safetensors"):
             spill.unlink()
@@ -440,7 +457,7 @@ def propagate(
             (staging / "tokenizer.json").write_text(json.dumps(grafted_json, ensure_ascii=False), encoding="utf-8")
         report = PropagateReport(
             out_dir=Path(out), method=config.method, rows=n_rows, fits=fits, kept_instruct_rows=len(keep),
-            appended_tokens=appended, grafted_tokens=grafted, kept_text_differs=differs,
+            appended_tokens=appended, grafted_tokens=grafted, kept_text_differs=differs, body=body, body_deltas=body_deltas,
             seconds=round(time.perf_counter() - started, 3),
         )
         write_provenance(
@@ -449,3 +466,31 @@ def propagate(
             results={k: v for k, v in report.as_dict().items() if k != "out_dir"},
         )
     return report
+
+
+def _add_body_deltas(base_ck: Checkpoint, inst_ck: Checkpoint, adapt_ck: Checkpoint, staging: Path,
+                     replacements: dict[str, TensorInfo]) -> list[str]:
+    """Give every body tensor the adapted base changed its change: ``W_inst + (W_adapted - W_base)``.
+
+    One tensor of each model in memory at a time (float32 sums, cast to the instruct dtype), each
+    result spilled into ``staging`` like the vocabulary matrices. Returns the changed names.
+    """
+    changed = []
+    for name in sorted(_body_shapes(base_ck)):
+        base_t, adapted_t = base_ck.read(name), adapt_ck.read(name)
+        if torch.equal(base_t, adapted_t.to(base_t.dtype)):
+            continue
+        inst_t = inst_ck.read(name)
+        new = (inst_t.float() + (adapted_t.float() - base_t.float())).to(inst_t.dtype)
+        if not torch.isfinite(new).all():
+            raise VocadaptError(f"body tensor {name}: the adapted base's change gives non-finite values")
+        path = staging / f".spill-{len(replacements)}.safetensors"
+        write_file(path, [("t", new)])
+        replacements[name] = read_header(path)[0]["t"]
+        changed.append(name)
+    if changed:
+        log.info("propagate: %d body tensors of the adapted base changed; their change is added to the instruct model's",
+                 len(changed))
+    else:
+        log.warning("propagate: body delta, but no body tensor of the adapted base differs from the base's: nothing to carry")
+    return changed
