@@ -403,43 +403,40 @@ def test_no_coverage_for_a_model_init_did_not_make(tmp_path):
     assert "coverage" not in read_provenance(res.model_dir)["results"]
 
 
-class _Overshoot:
+def _overshoot(interrupt_at: int | None = None):
     """A one-weight task whose training pulls w from 0 to 2 while its val_loss is (w - 1)^2: the
     held-out loss falls, bottoms out near step 10 and rises again, as an over-trained model's does.
     ``interrupt_at``: raise a Ctrl-C in that step's forward pass (once)."""
+    from pathlib import Path
 
-    @staticmethod
-    def make(interrupt_at: int | None = None):
-        from pathlib import Path
+    from vocadapt.train.engine import GlobalBatch, Task
 
-        from vocadapt.train.engine import GlobalBatch, Task
+    class Overshoot(Task):
+        name = "overshoot"
 
-        class Overshoot(Task):
-            name = "overshoot"
+        def setup(self, accelerator):
+            self.calls = 0
+            model = torch.nn.Linear(1, 1, bias=False)
+            torch.nn.init.zeros_(model.weight)
+            return model
 
-            def setup(self, accelerator):
-                self.calls = 0
-                model = torch.nn.Linear(1, 1, bias=False)
-                torch.nn.init.zeros_(model.weight)
-                return model
+        def global_batch(self, step):
+            self.step = step
+            return GlobalBatch(micro=[[torch.ones(4, 1)]], n_items=4, n_tokens=4)
 
-            def global_batch(self, step):
-                self.step = step
-                return GlobalBatch(micro=[[torch.ones(4, 1)]], n_items=4, n_tokens=4)
+        def loss_sum(self, model, x):
+            if interrupt_at is not None and self.step == interrupt_at and not self.calls:
+                self.calls += 1
+                raise KeyboardInterrupt
+            return ((model(x) - 2 * x) ** 2).sum()
 
-            def loss_sum(self, model, x):
-                if interrupt_at is not None and self.step == interrupt_at and not self.calls:
-                    self.calls += 1
-                    raise KeyboardInterrupt
-                return ((model(x) - 2 * x) ** 2).sum()
+        def evaluate(self, model):
+            return {"val_loss": float((model.weight.detach()[0, 0] - 1) ** 2)}
 
-            def evaluate(self, model):
-                return {"val_loss": float((model.weight.detach()[0, 0] - 1) ** 2)}
+        def export(self, model, out_dir: Path):
+            torch.save({"w": float(model.weight.detach()[0, 0]), **self.run_state}, out_dir / "w.pt")
 
-            def export(self, model, out_dir: Path):
-                torch.save({"w": float(model.weight.detach()[0, 0]), **self.run_state}, out_dir / "w.pt")
-
-        return Overshoot()
+    return Overshoot()
 
 
 def _overshoot_config(**kw):
@@ -457,7 +454,7 @@ def _evaluations(run_dir):
 def test_patience_exports_the_best_evaluation_not_the_stop(tmp_path):
     from vocadapt.train.engine import checkpoint_dirs, run
 
-    res = run(_Overshoot.make(), _overshoot_config(patience=3), tmp_path / "auto")
+    res = run(_overshoot(), _overshoot_config(patience=3), tmp_path / "auto")
     evals = _evaluations(tmp_path / "auto")
     best = min(evals, key=evals.get)
     saved = torch.load(tmp_path / "auto" / "model" / "w.pt")
@@ -469,13 +466,13 @@ def test_patience_exports_the_best_evaluation_not_the_stop(tmp_path):
     assert torch.load(checkpoint_dirs(tmp_path / "auto")[-1] / "model" / "w.pt")["step"] == res.steps
 
     # --export-model last: the stop's weights; --export-model best without patience: all 60 steps, the best kept.
-    last = run(_Overshoot.make(), _overshoot_config(patience=3, export_model="last"), tmp_path / "last")
+    last = run(_overshoot(), _overshoot_config(patience=3, export_model="last"), tmp_path / "last")
     assert last.model_step == last.steps == torch.load(tmp_path / "last" / "model" / "w.pt")["step"] == res.steps
-    full = run(_Overshoot.make(), _overshoot_config(export_model="best"), tmp_path / "full")
+    full = run(_overshoot(), _overshoot_config(export_model="best"), tmp_path / "full")
     assert full.steps == 60 and not full.stopped_early
     assert full.model_step == best == torch.load(tmp_path / "full" / "model" / "w.pt")["step"]
     # Without patience or "best", the last step's model, as before.
-    plain = run(_Overshoot.make(), _overshoot_config(), tmp_path / "plain")
+    plain = run(_overshoot(), _overshoot_config(), tmp_path / "plain")
     assert plain.model_step == 60 == torch.load(tmp_path / "plain" / "model" / "w.pt")["step"]
 
 
@@ -484,11 +481,11 @@ def test_the_best_export_survives_a_ctrl_c_and_resume(tmp_path):
     same best model as an uninterrupted one (the best export and its bookkeeping are checkpointed)."""
     from vocadapt.train.engine import TrainingInterrupted, run
 
-    whole = run(_Overshoot.make(), _overshoot_config(patience=3), tmp_path / "whole")
+    whole = run(_overshoot(), _overshoot_config(patience=3), tmp_path / "whole")
     cut = whole.model_step + 3
     with pytest.raises(TrainingInterrupted):
-        run(_Overshoot.make(interrupt_at=cut), _overshoot_config(patience=3), tmp_path / "cut")
-    resumed = run(_Overshoot.make(), _overshoot_config(patience=3), tmp_path / "cut", resume=True)
+        run(_overshoot(interrupt_at=cut), _overshoot_config(patience=3), tmp_path / "cut")
+    resumed = run(_overshoot(), _overshoot_config(patience=3), tmp_path / "cut", resume=True)
     assert (resumed.steps, resumed.model_step) == (whole.steps, whole.model_step)
     assert torch.load(tmp_path / "cut" / "model" / "w.pt") == torch.load(tmp_path / "whole" / "model" / "w.pt")
 
@@ -508,7 +505,7 @@ def test_patience_needs_a_val_loss(tmp_path):
     from vocadapt.errors import VocadaptError
     from vocadapt.train.engine import run
 
-    task = _Overshoot.make()
+    task = _overshoot()
     task.evaluate = lambda model: {}
     with pytest.raises(VocadaptError, match="--patience watches the held-out val_loss, but this run's evaluation has none"):
         run(task, _overshoot_config(patience=2), tmp_path / "run")

@@ -401,8 +401,9 @@ def propagate(
     trained = str(((read_provenance(adapt_ck.path) or {}).get("config") or {}).get("trainable", ""))
     # LEP moves the vocabulary only. Layers trained with it carry over as a change (auto): on the
     # demo's pair that kept the adapted base's man pages (1.619 against 1.878 without; docs/propagation.md).
-    body = config.body if config.body != "auto" else ("delta" if trained.startswith("layers:") else "instruct")
-    if trained.startswith("layers:") and body == "instruct":
+    layered = trained.startswith("layers:")
+    body = config.body if config.body != "auto" else ("delta" if layered else "instruct")
+    if layered and body == "instruct":
         log.warning("propagate: the adapted model also trained decoder layers (--trainable %s); only its embedding "
                     "rows are propagated, the layers are the instruct model's (--body delta carries their change)", trained)
     alignment = align_vocabularies(base_tok, adapt_tok, mapping=read_mapping(adapt_ck.path), decompose=config.method == "conversion")

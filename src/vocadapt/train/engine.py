@@ -101,9 +101,9 @@ class OptimConfig:
         return self.export_model == "best" or (self.export_model == "auto" and self.patience > 0)
 
     @property
-    def watches_val_loss(self) -> bool:
-        """Whether the run needs a ``val_loss`` from every evaluation (early stopping or the best export)."""
-        return self.patience > 0 or self.exports_best
+    def val_loss_needed_by(self) -> str | None:
+        """The option that needs a ``val_loss`` from every evaluation (for its error), or None."""
+        return "--patience" if self.patience else "--export-model best" if self.exports_best else None
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of ``lr`` for optimizer step ``step`` (0-based): warmup, then the schedule."""
@@ -382,13 +382,12 @@ def _loop(task, config, run_dir, accelerator, model, optimizer, scheduler, train
     def evaluate_now() -> bool:
         """Evaluate on the main process, log, and say (on every rank) whether to stop early."""
         nonlocal metrics
-        decision: list[Any] = [False, metrics, None, history]  # stop, metrics, error (raised on every rank), history
+        decision: list[Any] = [False, metrics, None]  # stop, metrics, error (raised on every rank)
         if accelerator.is_main_process:
             with accelerator.autocast():
                 found = {k: float(v) for k, v in task.evaluate(accelerator.unwrap_model(model)).items()}
-            if config.watches_val_loss and "val_loss" not in found:
-                what = "--patience" if config.patience else "--export-model best"
-                decision[2] = (f"{task.name}: {what} watches the held-out val_loss, but this run's evaluation has none "
+            if config.val_loss_needed_by and "val_loss" not in found:
+                decision[2] = (f"{task.name}: {config.val_loss_needed_by} watches the held-out val_loss, but this run's evaluation has none "
                                "(give it held-out text to score)")
             else:
                 # The log row and the bookkeeping (and the best model's export) together: a resume
@@ -412,36 +411,34 @@ def _loop(task, config, run_dir, accelerator, model, optimizer, scheduler, train
             from accelerate.utils import broadcast_object_list
 
             broadcast_object_list(decision)  # every rank returns the same metrics and stops together
-            history.update(decision[3])
         if decision[2]:
             raise VocadaptError(decision[2])
         metrics = decision[1]
         return decision[0]
 
-    def save_best() -> None:
-        """Export this step's model into run_dir/best (whole or not at all), beside its state."""
+    def export_into(folder: Path) -> dict:
+        """Export this step's model into ``folder/model`` (whole or not at all); returns its state,
+        for the caller's ``folder/trainer_state.json``, written last to mark the folder complete."""
         from vocadapt.io.atomic import atomic_dir
 
         state = {"step": step, "tokens": tokens, "metrics": metrics}
         task.run_state = state
-        with atomic_dir(run_dir / BEST, overwrite=True) as tmp:
-            (tmp / "model").mkdir()
-            task.export(accelerator.unwrap_model(model), tmp / "model")
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        with atomic_dir(folder / "model", overwrite=True) as tmp:
+            task.export(accelerator.unwrap_model(model), tmp)
+        return state
+
+    def save_best() -> None:
+        """The best evaluation so far: run_dir/best, its state removed first so that a crash
+        mid-export never pairs the old state with the new weights (see _best_export)."""
+        (run_dir / BEST / STATE_FILE).unlink(missing_ok=True)
+        state = export_into(run_dir / BEST)
+        (run_dir / BEST / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
 
     def save() -> Path:
         ckpt = run_dir / CHECKPOINTS / f"step-{step:06d}"
         accelerator.save_state(str(ckpt))
         if accelerator.is_main_process:
-            state = {"step": step, "tokens": tokens, "metrics": metrics}
-            export_dir = ckpt / "model"
-            if export_dir.exists():
-                shutil.rmtree(export_dir)
-            from vocadapt.io.atomic import atomic_dir
-
-            task.run_state = state
-            with atomic_dir(export_dir) as tmp:
-                task.export(accelerator.unwrap_model(model), tmp)
+            state = export_into(ckpt)
             # trainer_state.json last: its presence marks a complete checkpoint.
             record = {**state, "settings": settings, "world_size": world, "history": history, "task": task.name}
             (ckpt / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -461,9 +461,8 @@ def train_embeddings(model_dir: str | Path, corpus, out_dir: str | Path, config:
     out_dir = Path(out_dir)
     if not resume and out_dir.exists() and any(out_dir.iterdir()):
         raise VocadaptError(f"run directory exists and is not empty: {out_dir} (use --resume to continue it, or another --out)")
-    if config.watches_val_loss and not texts:
-        what = "--patience" if config.patience else "--export-model best"
-        raise VocadaptError(f"{what} watches the held-out loss: give held-out text with --eval-text")
+    if config.val_loss_needed_by and not texts:
+        raise VocadaptError(f"{config.val_loss_needed_by} watches the held-out loss: give held-out text with --eval-text")
     task = EmbeddingTask(model_dir, list(corpus), config, texts)
     result = run(task, config, out_dir, resume=resume)
     return TrainResult(
