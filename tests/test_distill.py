@@ -89,12 +89,14 @@ def test_aligner_chunks_cover_the_same_text_on_both_sides(tmp_path):
         assert text.strip() == batch.teacher.text_of[c].strip(), c
 
 
-def test_identical_tokenizers_give_zero_loss_at_step_zero(tmp_path):
+@pytest.mark.parametrize("hidden", ["none", "last"])
+def test_identical_tokenizers_give_zero_loss_at_step_zero(tmp_path, hidden):
     teacher = tiny_lm(tmp_path / "t")
     corpus = write_corpus(tmp_path / "train.txt")
     run = tmp_path / "run"
     # float32: `auto` may put the teacher in bf16 (see below), which is not the student's precision.
-    train_embeddings(teacher, corpus, run, small(steps=1, objective="distill", teacher=str(teacher), teacher_dtype="float32"))
+    train_embeddings(teacher, corpus, run, small(steps=1, objective="distill", teacher=str(teacher), teacher_dtype="float32",
+                                                 distill_hidden=hidden))
     (row,) = [r for r in _log(run) if "loss" in r]
     assert row["loss"] == pytest.approx(0.0, abs=1e-12)
     # The same run with the LM objective has a real loss: the zero is the distillation's.
@@ -132,8 +134,8 @@ def test_bf16_teacher_scores_close_to_fp32(tmp_path):
     assert 0 < row["loss"] < 1e-2
 
 
-@pytest.mark.parametrize("objective", ["distill", "lm+distill"])
-def test_gradient_reaches_only_trainable_tensors(tmp_path, objective):
+@pytest.mark.parametrize(("objective", "hidden"), [("distill", "none"), ("lm+distill", "none"), ("distill", "last")])
+def test_gradient_reaches_only_trainable_tensors(tmp_path, objective, hidden):
     from vocadapt.train.engine import _accelerator
     from vocadapt.train.lm import EmbeddingTask
 
@@ -141,16 +143,44 @@ def test_gradient_reaches_only_trainable_tensors(tmp_path, objective):
     student = _student(tmp_path, teacher)
     corpus = write_corpus(tmp_path / "train.txt")
     # The teacher comes from the student's init provenance: no --teacher needed.
-    task = EmbeddingTask(student, [corpus], small(objective=objective, trainable="embeddings"), None)
+    task = EmbeddingTask(student, [corpus], small(objective=objective, trainable="embeddings", distill_hidden=hidden), None)
     model = task.setup(_accelerator("no"))
     batch = task.global_batch(0)
     loss = task.loss_sum(model, batch.micro[0][0])
     assert loss.item() > 0
+    if hidden != "none":  # the hidden-state term adds to the likelihood term of the same micro-batch
+        plain = EmbeddingTask(student, [corpus], small(objective=objective, trainable="embeddings"), None)
+        plain.setup(_accelerator("no"))
+        assert loss.item() > plain.loss_sum(model, batch.micro[0][0]).item() * 1.01
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert grads.pop("model.embed_tokens.weight").abs().sum() > 0
     assert all(g is None for g in grads.values()), [n for n, g in grads.items() if g is not None]
     assert all(p.grad is None and not p.requires_grad for p in task.teacher.parameters())
+
+
+def test_hidden_term_compares_the_states_at_chunk_ends_only():
+    from vocadapt.train.distill import chunk_ends, hidden_loss
+
+    # Student: chunks 0, 0, 1, -1 | teacher: chunks 0, 1, 1, 1 (one row each).
+    s_chunk, t_chunk = torch.tensor([[0, 0, 1, -1]]), torch.tensor([[0, 1, 1, 1]])
+    assert chunk_ends(s_chunk, 2).tolist() == [1, 2]
+    assert chunk_ends(t_chunk, 2).tolist() == [0, 3]
+    gen = torch.Generator().manual_seed(0)
+    t = torch.randn(1, 4, 8, generator=gen)
+    s = torch.zeros(1, 4, 8)
+    s[0, 1], s[0, 2] = t[0, 0], t[0, 3]  # the student reaches the teacher's states at the chunk ends
+    assert torch.equal(hidden_loss((s,), s_chunk, (t,), t_chunk, 2), torch.zeros(2))
+    s[0, 0] += 5.0  # inside a chunk: not compared
+    s[0, 3] += 5.0  # unscored
+    assert torch.equal(hidden_loss((s,), s_chunk, (t,), t_chunk, 2), torch.zeros(2))
+    s[0, 2, 0] += 1.0  # the end of chunk 1
+    loss = hidden_loss((s, s), s_chunk, (t, t), t_chunk, 2)
+    assert loss[0] == 0 and loss[1] == pytest.approx(1.0 / float(t[0, [0, 3]].pow(2).sum(-1).mean()))
+    with pytest.raises(ValueError, match="needs objective distill"):
+        small(distill_hidden="last")
+    with pytest.raises(ValueError, match="distill_hidden must be one of"):
+        small(objective="distill", distill_hidden="first")
 
 
 def test_distillation_lowers_its_loss_and_records_the_objective(tmp_path):

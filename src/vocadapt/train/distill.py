@@ -34,6 +34,10 @@ import torch
 from vocadapt.errors import VocadaptError
 
 DIFFS = ("binary-kl", "abs")
+# Hidden states matched at chunk ends. Only the final one: on SmolLM2 -> Russian the middle layers'
+# relative errors at init are 10-100x the final layer's (a few outlier channels), so an average
+# over every layer is a term about those channels (docs/distill.md).
+HIDDEN = ("none", "last")
 # A log-likelihood of exactly 0 (a certain chunk) makes log(1 - p) infinite.
 _EPS = 1e-6
 
@@ -204,6 +208,38 @@ def chunk_loss(teacher: torch.Tensor, student: torch.Tensor, *, diff: str = "bin
     b = (student / temperature).clamp(max=0) - _EPS
     pa = torch.exp(a)
     return pa * (a - b) + (1 - pa) * (_log1mexp(a) - _log1mexp(b))
+
+
+def chunk_ends(chunk: torch.Tensor, n_chunks: int) -> torch.Tensor:
+    """Flat (B * L) position of each chunk's last token: (n_chunks,)."""
+    flat = chunk.reshape(-1)
+    keep = flat >= 0
+    pos = torch.arange(flat.numel(), device=flat.device)
+    out = torch.full((n_chunks,), -1, dtype=torch.long, device=flat.device)
+    return out.scatter_reduce(0, flat[keep], pos[keep], reduce="amax")
+
+
+def hidden_loss(student: tuple[torch.Tensor, ...], s_chunk: torch.Tensor, teacher: tuple[torch.Tensor, ...],
+                t_chunk: torch.Tensor, n_chunks: int) -> torch.Tensor:
+    """Per-chunk distance between the hidden states both models reach at the chunk's end: (n_chunks,).
+
+    After its last token each side has read the same text, so the two states can agree (the body
+    is shared: same width, same layers); where they do, every prediction the next chunk makes
+    over the old vocabulary agrees too. This is ALM's hidden-state term (tokenkit's
+    ``alm_latents`` with ``l2`` normalisation): per layer, the squared error over the teacher's
+    mean squared norm on the micro-batch, averaged over the layers given (``hidden_states``
+    entries of the same index on both sides). It gives a dense
+    target (d numbers a chunk against the likelihood's one), for the copied tokens the
+    likelihood term barely moves.
+    """
+    s_end, t_end = chunk_ends(s_chunk, n_chunks), chunk_ends(t_chunk, n_chunks)
+    out = torch.zeros(n_chunks, dtype=torch.float32, device=s_chunk.device)
+    for hs, ht in zip(student, teacher):
+        s = hs.reshape(-1, hs.shape[-1])[s_end].float()
+        t = ht.reshape(-1, ht.shape[-1])[t_end].float()
+        scale = t.pow(2).sum(-1).mean().clamp_min(1e-8)
+        out = out + (s - t).pow(2).sum(-1) / scale
+    return out / max(len(student), 1)
 
 
 def teacher_dir_from(model_dir: Path) -> Path | None:

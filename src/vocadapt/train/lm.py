@@ -69,6 +69,10 @@ class TrainConfig(OptimConfig):
         "help": "binary-kl temperature: chunk probabilities exp(logp / T), kept away from 0"})
     distill_weight: float = field(default=1.0, metadata={
         "help": "weight of the distillation term in lm+distill (the LM term has weight 1)"})
+    distill_hidden: str = field(default="none", metadata={
+        "help": "also match the final hidden state at each chunk's end (ALM's latents term): none | last"})
+    distill_hidden_weight: float = field(default=1.0, metadata={
+        "help": "weight of the hidden-state term (squared error over the teacher's mean squared norm)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,7 +105,7 @@ class TrainConfig(OptimConfig):
             raise ValueError(f"objective must be one of {', '.join(_OBJECTIVES)}, not {self.objective!r}")
         if self.teacher_dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"teacher_dtype must be auto, float32, bfloat16 or float16, not {self.teacher_dtype!r}")
-        from vocadapt.train.distill import DIFFS
+        from vocadapt.train.distill import DIFFS, HIDDEN
 
         if self.distill_loss not in DIFFS:
             raise ValueError(f"distill_loss must be one of {', '.join(DIFFS)}, not {self.distill_loss!r}")
@@ -109,6 +113,12 @@ class TrainConfig(OptimConfig):
             raise ValueError(f"distill_temperature must be above 0, not {self.distill_temperature}")
         if not self.distill_weight > 0:
             raise ValueError(f"distill_weight must be above 0, not {self.distill_weight}")
+        if self.distill_hidden not in HIDDEN:
+            raise ValueError(f"distill_hidden must be one of {', '.join(HIDDEN)}, not {self.distill_hidden!r}")
+        if not self.distill_hidden_weight > 0:
+            raise ValueError(f"distill_hidden_weight must be above 0, not {self.distill_hidden_weight}")
+        if self.distill_hidden != "none" and not self.distills:
+            raise ValueError(f"distill_hidden {self.distill_hidden} needs objective distill or lm+distill, not {self.objective}")
 
     @property
     def distills(self) -> bool:
@@ -362,19 +372,25 @@ class EmbeddingTask(Task):
         return GlobalBatch(micro=micro, n_items=max(n_lm if lm else n_chunks, 1), n_tokens=n_tokens)
 
     def _distill_loss_sum(self, model, micro) -> torch.Tensor:
-        from vocadapt.train.distill import chunk_loss, chunk_sums, token_logprobs
+        from vocadapt.train.distill import chunk_loss, chunk_sums, hidden_loss, token_logprobs
 
         batch, cfg = micro["distill"], self.config
         device = next(p for p in model.parameters()).device
-        s_ids = batch.student.ids.to(device)
-        logits = model(input_ids=s_ids).logits
-        student = chunk_sums(token_logprobs(logits, s_ids), batch.student.chunk.to(device), batch.n_chunks)
+        hidden = cfg.distill_hidden != "none"
+        s_ids, s_chunk = batch.student.ids.to(device), batch.student.chunk.to(device)
+        out = model(input_ids=s_ids, output_hidden_states=hidden)
+        logits = out.logits
+        student = chunk_sums(token_logprobs(logits, s_ids), s_chunk, batch.n_chunks)
         with torch.no_grad():
-            t_ids = batch.teacher.ids.to(device)
-            t_logits = self.teacher(input_ids=t_ids).logits
-            teacher = chunk_sums(token_logprobs(t_logits, t_ids), batch.teacher.chunk.to(device), batch.n_chunks)
-            del t_logits
+            t_ids, t_chunk = batch.teacher.ids.to(device), batch.teacher.chunk.to(device)
+            t_out = self.teacher(input_ids=t_ids, output_hidden_states=hidden)
+            teacher = chunk_sums(token_logprobs(t_out.logits, t_ids), t_chunk, batch.n_chunks)
+            t_hidden = t_out.hidden_states if hidden else None
+            del t_out
         loss = chunk_loss(teacher, student, diff=cfg.distill_loss, temperature=cfg.distill_temperature).sum()
+        if hidden:  # "last": the final (normed) state, the one the head reads
+            loss = loss + cfg.distill_hidden_weight * hidden_loss(
+                out.hidden_states[-1:], s_chunk, t_hidden[-1:], t_chunk, batch.n_chunks).sum()
         loss = loss * micro["scale"]
         if micro["lm"]:
             labels = torch.where(batch.student.mask, batch.student.ids, -100).to(device)
@@ -417,6 +433,8 @@ class EmbeddingTask(Task):
         if self.config.distills:
             out.update({k: cfg[k] for k in ("teacher_dtype", "distill_loss", "distill_temperature", "distill_weight")},
                        teacher=fingerprint(self.teacher_dir))
+            if self.config.distill_hidden != "none":  # absent when off, so runs from before the option still resume
+                out.update({k: cfg[k] for k in ("distill_hidden", "distill_hidden_weight")})
         return out
 
 
