@@ -170,12 +170,12 @@ def test_hidden_term_compares_the_states_at_chunk_ends_only():
     t = torch.randn(1, 4, 8, generator=gen)
     s = torch.zeros(1, 4, 8)
     s[0, 1], s[0, 2] = t[0, 0], t[0, 3]  # the student reaches the teacher's states at the chunk ends
-    assert torch.equal(hidden_loss((s,), s_chunk, (t,), t_chunk, 2), torch.zeros(2))
+    assert torch.equal(hidden_loss(s, s_chunk, t, t_chunk, 2), torch.zeros(2))
     s[0, 0] += 5.0  # inside a chunk: not compared
     s[0, 3] += 5.0  # unscored
-    assert torch.equal(hidden_loss((s,), s_chunk, (t,), t_chunk, 2), torch.zeros(2))
+    assert torch.equal(hidden_loss(s, s_chunk, t, t_chunk, 2), torch.zeros(2))
     s[0, 2, 0] += 1.0  # the end of chunk 1
-    loss = hidden_loss((s, s), s_chunk, (t, t), t_chunk, 2)
+    loss = hidden_loss(s, s_chunk, t, t_chunk, 2)
     assert loss[0] == 0 and loss[1] == pytest.approx(1.0 / float(t[0, [0, 3]].pow(2).sum(-1).mean()))
     with pytest.raises(ValueError, match="needs objective distill"):
         small(distill_hidden="last")

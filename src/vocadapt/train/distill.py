@@ -219,27 +219,20 @@ def chunk_ends(chunk: torch.Tensor, n_chunks: int) -> torch.Tensor:
     return out.scatter_reduce(0, flat[keep], pos[keep], reduce="amax")
 
 
-def hidden_loss(student: tuple[torch.Tensor, ...], s_chunk: torch.Tensor, teacher: tuple[torch.Tensor, ...],
-                t_chunk: torch.Tensor, n_chunks: int) -> torch.Tensor:
-    """Per-chunk distance between the hidden states both models reach at the chunk's end: (n_chunks,).
+def hidden_loss(student: torch.Tensor, s_chunk: torch.Tensor, teacher: torch.Tensor, t_chunk: torch.Tensor,
+                n_chunks: int) -> torch.Tensor:
+    """Per-chunk distance between the (B, L, d) hidden states both models reach at the chunk's end: (n_chunks,).
 
     After its last token each side has read the same text, so the two states can agree (the body
     is shared: same width, same layers); where they do, every prediction the next chunk makes
     over the old vocabulary agrees too. This is ALM's hidden-state term (tokenkit's
-    ``alm_latents`` with ``l2`` normalisation): per layer, the squared error over the teacher's
-    mean squared norm on the micro-batch, averaged over the layers given (``hidden_states``
-    entries of the same index on both sides). It gives a dense
-    target (d numbers a chunk against the likelihood's one), for the copied tokens the
-    likelihood term barely moves.
+    ``alm_latents`` with ``l2`` normalisation): the squared error over the teacher's mean squared
+    norm on the micro-batch. It gives a dense target (d numbers a chunk against the
+    likelihood's one).
     """
-    s_end, t_end = chunk_ends(s_chunk, n_chunks), chunk_ends(t_chunk, n_chunks)
-    out = torch.zeros(n_chunks, dtype=torch.float32, device=s_chunk.device)
-    for hs, ht in zip(student, teacher):
-        s = hs.reshape(-1, hs.shape[-1])[s_end].float()
-        t = ht.reshape(-1, ht.shape[-1])[t_end].float()
-        scale = t.pow(2).sum(-1).mean().clamp_min(1e-8)
-        out = out + (s - t).pow(2).sum(-1) / scale
-    return out / max(len(student), 1)
+    s = student.reshape(-1, student.shape[-1])[chunk_ends(s_chunk, n_chunks)].float()
+    t = teacher.reshape(-1, teacher.shape[-1])[chunk_ends(t_chunk, n_chunks)].float()
+    return (s - t).pow(2).sum(-1) / t.pow(2).sum(-1).mean().clamp_min(1e-8)
 
 
 def teacher_dir_from(model_dir: Path) -> Path | None:

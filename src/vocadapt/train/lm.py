@@ -385,12 +385,12 @@ class EmbeddingTask(Task):
             t_ids, t_chunk = batch.teacher.ids.to(device), batch.teacher.chunk.to(device)
             t_out = self.teacher(input_ids=t_ids, output_hidden_states=hidden)
             teacher = chunk_sums(token_logprobs(t_out.logits, t_ids), t_chunk, batch.n_chunks)
-            t_hidden = t_out.hidden_states if hidden else None
+            t_final = t_out.hidden_states[-1] if hidden else None  # only the final state is compared
             del t_out
         loss = chunk_loss(teacher, student, diff=cfg.distill_loss, temperature=cfg.distill_temperature).sum()
         if hidden:  # "last": the final (normed) state, the one the head reads
             loss = loss + cfg.distill_hidden_weight * hidden_loss(
-                out.hidden_states[-1:], s_chunk, t_hidden[-1:], t_chunk, batch.n_chunks).sum()
+                out.hidden_states[-1], s_chunk, t_final, t_chunk, batch.n_chunks).sum()
         loss = loss * micro["scale"]
         if micro["lm"]:
             labels = torch.where(batch.student.mask, batch.student.ids, -100).to(device)
