@@ -143,6 +143,36 @@ def test_copied_lr_moves_copied_rows_that_fraction_as_far(tmp_path, target_token
         small(copied_lr=1.5)
 
 
+def test_layers_lr_moves_the_trained_layers_that_fraction_as_far(tmp_path):
+    from vocadapt.errors import VocadaptError
+
+    model = tiny_lm(tmp_path / "m")
+    corpus = write_corpus(tmp_path / "train.txt", n=60)
+    _, before = _tensors(model)
+    layer = [n for n in before if ".layers.0." in n and before[n].ndim == 2]
+    emb = [n for n in before if "embed_tokens" in n]
+    assert layer and emb
+    moved = {}
+    for scale in (1.0, 0.1):
+        res = train_embeddings(model, corpus, tmp_path / f"run{scale}",
+                               small(steps=3, lr=1e-3, weight_decay=0.0, trainable="layers:0", layers_lr=scale,
+                                     eval_every=0))
+        _, after = _tensors(res.model_dir)
+        for kind, names in (("layer", layer), ("emb", emb)):
+            moved[scale, kind] = sum(float((after[n] - before[n]).abs().mean()) for n in names)
+    # Adam steps about lr per coordinate: a tenth of the rate is about a tenth of the distance
+    # for the layer, while the embeddings train at the full rate as before.
+    assert 0.05 < moved[0.1, "layer"] / moved[1.0, "layer"] < 0.2
+    assert 0.7 < moved[0.1, "emb"] / moved[1.0, "emb"] < 1.4
+    with pytest.raises(VocadaptError, match="cannot resume.*layers_lr"):
+        train_embeddings(model, corpus, tmp_path / "run0.1",
+                         small(steps=3, lr=1e-3, weight_decay=0.0, trainable="layers:0", eval_every=0), resume=True)
+    with pytest.raises(ValueError, match="applies to trainable layers"):
+        small(layers_lr=0.5)
+    with pytest.raises(ValueError, match="above 0 and at most 1"):
+        small(trainable="layers:0", layers_lr=0.0)
+
+
 def test_new_rows_needs_init_provenance(tmp_path):
     from vocadapt.errors import VocadaptError
 

@@ -9,7 +9,8 @@ The model's body stays frozen; what trains is chosen by ``trainable``:
   model; copied rows stay bit-identical (see :mod:`vocadapt.train.rows`).
   ``copied_lr`` between 0 and 1 is the middle way for the other sets: the copied rows train at
   that fraction of the learning rate, and weight decay pulls them back to the source model's.
-* ``layers:0,1,-2,-1``: embeddings + head + those decoder layers (Yamaguchi et al.).
+* ``layers:0,1,-2,-1``: embeddings + head + those decoder layers (Yamaguchi et al.);
+  ``layers_lr`` below 1 trains the layers at that fraction of the learning rate.
 
 Loss: next-token cross entropy summed over the non-padding labels of a micro-batch (the engine
 divides by the tokens of the whole global batch). Evaluation: bits per byte of held-out text
@@ -48,6 +49,8 @@ class TrainConfig(OptimConfig):
     copied_lr: float = field(default=1.0, metadata={
         "help": "learning-rate multiplier for the embedding rows init copied from the source model (0: frozen, "
                 "1: like the new rows); below 1 their weight decay pulls them back to the source model's"})
+    layers_lr: float = field(default=1.0, metadata={
+        "help": "learning-rate multiplier for the decoder layers of --trainable layers:... (1: the embeddings' rate)"})
     seq_len: int = field(default=512, metadata={"help": "tokens per training block"})
     batch_size: int = field(default=16, metadata={"help": "blocks per optimizer step (the global batch, over all processes)"})
     batch_tokens: int = field(default=0, metadata={"help": "tokens per optimizer step; if set, batch_size = batch_tokens // seq_len"})
@@ -85,6 +88,10 @@ class TrainConfig(OptimConfig):
         if self.trainable == "new-rows" and self.copied_lr != 1.0:
             raise ValueError("trainable new-rows freezes the copied rows already; copied_lr applies to "
                              "embeddings+head, embeddings and layers:...")
+        if not 0.0 < self.layers_lr <= 1.0:
+            raise ValueError(f"layers_lr must be above 0 and at most 1, not {self.layers_lr}")
+        if self.layers_lr != 1.0 and not self.layer_indices:
+            raise ValueError(f"layers_lr applies to trainable layers:..., not {self.trainable}")
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be at least 2, not {self.seq_len}")
         if self.batch_tokens < 0:
@@ -317,18 +324,35 @@ class EmbeddingTask(Task):
                     raise VocadaptError(f"--trainable {cfg.trainable}: layer {i} does not exist (the model has {len(layers)})")
                 layers[i].requires_grad_(True)
 
+    @property
+    def layers_lr(self) -> float:
+        """The decoder layers' learning-rate multiplier (1: one rate for everything)."""
+        return self.config.layers_lr
+
     def param_groups(self, model) -> list[dict]:
         # Embedding matrices get the configured decay, like the paper; so do trained layers'
-        # weight matrices, but not their norms and biases (1-D), as usual for AdamW.
-        decay, no_decay, seen = [], [], set()
+        # weight matrices, but not their norms and biases (1-D), as usual for AdamW. The layers
+        # get their own groups when they train at another rate (--layers-lr): the rate that
+        # suits new embedding rows is a large one for pretrained weights. The embeddings' group
+        # comes first: the train log reports the first group's rate.
+        cfg, scale = self.config, self.layers_lr
+        in_layers = {id(p) for layer in decoder_layers(model) for p in layer.parameters()} if scale != 1.0 else set()
+        buckets: dict[tuple[bool, bool], list] = {}
+        seen: set[int] = set()
         for _, p in model.named_parameters():
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            (decay if p.ndim >= 2 else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.config.weight_decay}]
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
+            buckets.setdefault((id(p) in in_layers, p.ndim >= 2), []).append(p)
+        groups = []
+        for layer in (False, True):
+            for decays in (True, False):
+                params = buckets.get((layer, decays))
+                if params:
+                    group = {"params": params, "weight_decay": cfg.weight_decay if decays else 0.0}
+                    if layer:
+                        group["lr"] = cfg.lr * scale
+                    groups.append(group)
         return groups
 
     # -- data ---------------------------------------------------------------------------------
@@ -430,6 +454,8 @@ class EmbeddingTask(Task):
         out = {**{k: cfg[k] for k in keep}, "model": fingerprint(self.model_dir), "data": self.data.key}
         if self.config.copied_lr != 1.0:  # absent at 1, so runs from before the option still resume
             out["copied_lr"] = self.config.copied_lr
+        if self.config.layers_lr != 1.0:  # likewise
+            out["layers_lr"] = self.config.layers_lr
         if self.config.distills:
             out.update({k: cfg[k] for k in ("teacher_dtype", "distill_loss", "distill_temperature", "distill_weight")},
                        teacher=fingerprint(self.teacher_dir))

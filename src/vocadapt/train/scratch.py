@@ -138,6 +138,10 @@ class HelperTask(EmbeddingTask):
             },
         )
 
+    @property
+    def layers_lr(self) -> float:
+        return 1.0  # from scratch: every weight is new, one rate
+
     def settings(self) -> dict:
         from vocadapt.provenance import fingerprint
 
