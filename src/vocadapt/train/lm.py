@@ -337,22 +337,18 @@ class EmbeddingTask(Task):
         # comes first: the train log reports the first group's rate.
         cfg, scale = self.config, self.layers_lr
         in_layers = {id(p) for layer in decoder_layers(model) for p in layer.parameters()} if scale != 1.0 else set()
-        buckets: dict[tuple[bool, bool], list] = {}
-        seen: set[int] = set()
+        trainable, seen = [], set()
         for _, p in model.named_parameters():
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            buckets.setdefault((id(p) in in_layers, p.ndim >= 2), []).append(p)
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                trainable.append(p)
         groups = []
         for layer in (False, True):
             for decays in (True, False):
-                params = buckets.get((layer, decays))
+                params = [p for p in trainable if (id(p) in in_layers) == layer and (p.ndim >= 2) == decays]
                 if params:
-                    group = {"params": params, "weight_decay": cfg.weight_decay if decays else 0.0}
-                    if layer:
-                        group["lr"] = cfg.lr * scale
-                    groups.append(group)
+                    groups.append({"params": params, "weight_decay": cfg.weight_decay if decays else 0.0,
+                                   **({"lr": cfg.lr * scale} if layer else {})})
         return groups
 
     # -- data ---------------------------------------------------------------------------------
