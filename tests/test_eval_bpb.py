@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from _evaltiny import make_model, make_tokenizer
 
 from vocadapt.errors import VocadaptError
-from vocadapt.evaluate.bpb import bits_per_byte, encode_document, rolling_windows
+from vocadapt.evaluate.bpb import bits_per_byte, encode_document, length_batches, rolling_windows
 from vocadapt.model import load_model
 
 TEXT = "Умный в гору не пойдёт, умный гору обойдёт. The quick brown fox jumps over the lazy dog."
@@ -78,6 +78,27 @@ def test_batching_and_document_order_do_not_change_the_result(tiny):
     # Documents are scored independently: the total is the sum of single-document totals.
     singles = sum(bits_per_byte(model, tok, [d]).nll_bits for d in docs)
     assert one.nll_bits == pytest.approx(singles, rel=1e-5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=st.lists(st.integers(1, 1024), min_size=1, max_size=60), batch_size=st.integers(1, 16))
+def test_length_batches_pad_under_half_and_keep_every_window_once(lengths, batch_size):
+    lengths = sorted(lengths, reverse=True)
+    batches = length_batches(lengths, batch_size)
+    assert [j for b in batches for j in b] == list(range(len(lengths)))  # each window once, in order
+    for b in batches:
+        assert 1 <= len(b) <= batch_size
+        # every row at least half the batch's width: padding is under half of any batch
+        assert all(2 * lengths[j] >= lengths[b[0]] for j in b)
+
+
+def test_length_batches_keep_short_documents_out_of_long_windows():
+    # The demo's man pages: two long documents in 1,024-token windows, six short documents.
+    lengths = [1024, 1024, 919, 228, 61, 51, 37, 24, 17, 12]
+    batches = length_batches(lengths, 8)
+    padded = sum(len(b) * lengths[b[0]] for b in batches)
+    assert padded < 1.2 * sum(lengths)  # fixed batches of 8 would compute 8,221 positions for 3,397
+    assert batches[0] == [0, 1, 2]
 
 
 @settings(max_examples=200, deadline=None)
