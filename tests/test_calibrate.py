@@ -245,3 +245,31 @@ def test_copy_answers_instruct_needs_the_instruct_model(chat_model, tmp_path):
     assert not (tmp_path / "c").exists()
     with pytest.raises(ValueError, match="copy_answers must be one of auto, instruct, text"):
         CalibrateConfig(copy_answers="teacher")
+
+
+def test_instruct_answers_are_reused_from_the_cache_until_the_model_changes(chat_model, tmp_path, monkeypatch):
+    """The instruct model's answers are cached by its content, dtype and prompts: the same
+    calibration run again generates nothing; another model (one weight changed) answers anew."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from vocadapt.evaluate.lm import HFLM
+    from vocadapt.propagate.calibrate import instruct_answers
+
+    generated: list[int] = []
+    real = HFLM.generate_batched
+    monkeypatch.setattr(HFLM, "generate_batched", lambda self, reqs: generated.append(len(reqs)) or real(self, reqs))
+    convs = copy_conversations([" ".join(fx.corpus("ru", 4, seed=i)) for i in range(3)], 4, chars=(20, 2000))
+    first = instruct_answers(chat_model["model"], convs, progress=False)
+    assert generated == [3]  # four examples over three paragraphs
+    assert instruct_answers(chat_model["model"], convs, progress=False) == first and generated == [3]
+    assert instruct_answers(chat_model["model"], convs, progress=False, use_cache=False) == first and generated == [3, 3]
+    other = shutil.copytree(chat_model["model"], tmp_path / "other")
+    weights = load_file(other / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1.0
+    save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
+    instruct_answers(other, convs, progress=False)
+    assert generated == [3, 3, 3]
+    assert instruct_answers(chat_model["model"], convs[:2], progress=False)[0] is not None and generated == [3, 3, 3, 2]

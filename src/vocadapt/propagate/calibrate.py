@@ -14,7 +14,9 @@ other shards are copied), or kept as a peft adapter (``keep_adapter``).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,10 +146,41 @@ def copy_conversations(texts: list[str], n: int, *, prompt: str = DEFAULT_PROMPT
     ]
 
 
+def _answers_cache(teacher: str | Path, dtype: str, requests: list[tuple[str, str]]) -> Path | None:
+    """The cache file of the instruct model's greedy answers to ``requests`` ((prompt, reference)):
+    keyed by the model's content (weights, tokenizer, chat template), the dtype it ran in, the
+    requests and the library versions, so any change answers anew. None without a model folder."""
+    if not Path(teacher).is_dir():
+        return None
+    import hashlib
+
+    import transformers
+
+    from vocadapt.cache import cache_dir
+    from vocadapt.provenance import fingerprint
+
+    key = json.dumps({"model": fingerprint(teacher), "dtype": dtype, "requests": requests, "batch_size": 16,
+                      "torch": torch.__version__, "transformers": transformers.__version__}, ensure_ascii=False)
+    return cache_dir() / "answers" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def _read_answers(path: Path | None, n: int) -> list[str] | None:
+    try:
+        answers = json.loads(path.read_text(encoding="utf-8"))["answers"] if path is not None else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or damaged: answer anew (and rewrite it)
+    return answers if isinstance(answers, list) and len(answers) == n and all(isinstance(a, str) for a in answers) else None
+
+
 def instruct_answers(teacher: str | Path, conversations: list[list[dict[str, str]]], *,
-                     progress: bool = True) -> tuple[list[list[dict[str, str]]], int]:
+                     progress: bool = True, use_cache: bool = True) -> tuple[list[list[dict[str, str]]], int]:
     """The copy conversations answered by the original instruct model ``teacher`` (greedy, its own
     tokenizer), and how many were dropped because the answer did not hold the copy.
+
+    The answers are data that only the instruct model, the prompts and the dtype decide (greedy
+    decoding), so they are kept in the cache (``answers/``) and a rerun of the same calibration
+    (the demo run again, another ``--steps``) reads them instead of spending minutes generating
+    them again; ``use_cache=False`` always generates.
 
     Training the propagated model on these answers is sequence-level self-distillation: it keeps
     whatever the instruct model writes around a copy (a preface, a marker) instead of learning to
@@ -160,10 +193,23 @@ def instruct_answers(teacher: str | Path, conversations: list[list[dict[str, str
     # Batches of 16: on a 2-core CPU 48 answers took 27 s against 35 s at 8 (48 at once: 25 s);
     # larger batches gain little and pad more. bf16 where it is fast: the answers are data, not
     # reported scores (frozen_dtype).
-    lm = HFLM.from_dir(teacher, dtype=frozen_dtype("cpu"), name="instruct answers", progress=progress, batch_size=16)
+    dtype = frozen_dtype("cpu")
     prompts = list(dict.fromkeys(c[0]["content"] for c in conversations))  # copies cycle: answer each once
     refs = {c[0]["content"]: c[1]["content"] for c in conversations}
-    gens = lm.generate_batched([(lm.chat(q), int(lm.count_tokens(refs[q]) * 1.3) + 16) for q in prompts])
+    cached = _answers_cache(teacher, dtype, [(q, refs[q]) for q in prompts]) if use_cache else None
+    gens = _read_answers(cached, len(prompts))
+    if gens is None:
+        lm = HFLM.from_dir(teacher, dtype=dtype, name="instruct answers", progress=progress, batch_size=16)
+        gens = lm.generate_batched([(lm.chat(q), int(lm.count_tokens(refs[q]) * 1.3) + 16) for q in prompts])
+        del lm
+        if cached is not None:  # whole or absent: written aside, then renamed
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            part = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+            part.write_text(json.dumps({"teacher": str(teacher), "dtype": dtype, "answers": gens}, ensure_ascii=False) + "\n",
+                            encoding="utf-8")
+            part.replace(cached)
+    else:
+        log.info("copy examples: the instruct model's %d answers reused from %s", len(gens), cached)
     answers = {q: g.strip() for q, g in zip(prompts, gens) if char_match(g.strip(), refs[q]) >= MIN_ANSWER_MATCH}
     kept = [[c[0], {"role": "assistant", "content": answers[c[0]["content"]]}] for c in conversations
             if c[0]["content"] in answers]
@@ -172,7 +218,6 @@ def instruct_answers(teacher: str | Path, conversations: list[list[dict[str, str
 
 def teacher_from(model_dir: Path) -> Path | None:
     """The instruct model that ``vocadapt propagate`` read to make ``model_dir``."""
-    import json
 
     try:
         prov = json.loads((Path(model_dir) / "vocadapt.json").read_text(encoding="utf-8"))
