@@ -273,3 +273,13 @@ def test_instruct_answers_are_reused_from_the_cache_until_the_model_changes(chat
     instruct_answers(other, convs, progress=False)
     assert generated == [3, 3, 3]
     assert instruct_answers(chat_model["model"], convs[:2], progress=False)[0] is not None and generated == [3, 3, 3, 2]
+
+
+def test_a_missing_model_is_refused_before_the_instruct_model_answers(chat_model, tmp_path, monkeypatch):
+    from vocadapt.evaluate.lm import HFLM
+
+    monkeypatch.setattr(HFLM, "generate_batched", lambda self, reqs: pytest.fail("answered copy prompts for a missing model"))
+    cfg = CalibrateConfig(**FAST, copy_answers="instruct", copy_examples=4, copy_chars=[20, 600], teacher=str(chat_model["model"]))
+    with pytest.raises(VocadaptError, match="model directory not found: .*missing") as e:
+        calibrate(tmp_path / "missing", tmp_path / "c", cfg, copy_text=chat_model["text"])
+    assert "\n" not in str(e.value) and not (tmp_path / "c").exists()

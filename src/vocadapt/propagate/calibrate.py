@@ -509,7 +509,11 @@ def calibrate(model_dir: str | Path, out: str | Path, config: CalibrateConfig | 
     out = Path(out)
     if not resume and out.exists() and any(out.iterdir()):
         raise VocadaptError(f"run directory exists and is not empty: {out} (use --resume to continue it, or another --out)")
-    model_dir = resolve_run_dir(model_dir)
+    from vocadapt.model import check_model_dir
+
+    # The model first: a wrong path should fail in a second, not after the instruct model has
+    # spent minutes answering the copy prompts.
+    model_dir = check_model_dir(resolve_run_dir(model_dir))
     teacher = Path(config.teacher) if config.teacher else teacher_from(model_dir)
     convs, counts = build_conversations(config, instructions, copy_text, teacher=teacher)
     task = CalibrationTask(model_dir, convs, config, counts)
