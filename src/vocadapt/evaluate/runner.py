@@ -264,6 +264,7 @@ def evaluate(model_dirs: list[str | Path], texts: list[str], tasks: list[str], d
 def _evaluate_models(dirs, names, tasks, inp, out, config, on_model_done, written: list[Path]) -> list[dict]:
     """Run ``tasks`` on each model; one file per task dataset, appended to ``written`` once whole."""
     from vocadapt.evaluate.lm import HFLM
+    from vocadapt.io.atomic import write_text_atomic
     from vocadapt.progress import step
 
     rows = []
@@ -276,15 +277,8 @@ def _evaluate_models(dirs, names, tasks, inp, out, config, on_model_done, writte
         for task in tasks:
             for ds_name, res in TASKS[task](lm, inp).items():
                 res = {"task": task, "dataset": ds_name, "model": str(d), **res}
-                (out / name).mkdir(parents=True, exist_ok=True)
-                dest = out / name / f"{ds_name}.json"
-                part = dest.with_name(f".{dest.name}.tmp")  # whole or absent, even on Ctrl-C
-                try:
-                    part.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-                    part.replace(dest)
-                except BaseException:
-                    part.unlink(missing_ok=True)
-                    raise
+                # whole or absent, even on Ctrl-C
+                dest = write_text_atomic(out / name / f"{ds_name}.json", json.dumps(res, indent=2, ensure_ascii=False) + "\n")
                 written.append(dest)
                 results[ds_name] = res
         row = {"model": name, "path": str(d), "metrics": headline(results),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +145,12 @@ def copy_conversations(texts: list[str], n: int, *, prompt: str = DEFAULT_PROMPT
     ]
 
 
+# Batches of 16: on a 2-core CPU 48 answers took 27 s against 35 s at 8 (48 at once: 25 s);
+# larger batches gain little and pad more. Part of the answers' cache key (batching can move a
+# greedy answer by a rounding).
+_ANSWER_BATCH = 16
+
+
 def _answers_cache(teacher: str | Path, dtype: str, requests: list[tuple[str, str]]) -> Path | None:
     """The cache file of the instruct model's greedy answers to ``requests`` ((prompt, reference)):
     keyed by the model's content (weights, tokenizer, chat template), the dtype it ran in, the
@@ -159,14 +164,16 @@ def _answers_cache(teacher: str | Path, dtype: str, requests: list[tuple[str, st
     from vocadapt.cache import cache_dir
     from vocadapt.provenance import fingerprint
 
-    key = json.dumps({"model": fingerprint(teacher), "dtype": dtype, "requests": requests, "batch_size": 16,
+    key = json.dumps({"model": fingerprint(teacher), "dtype": dtype, "requests": requests, "batch_size": _ANSWER_BATCH,
                       "torch": torch.__version__, "transformers": transformers.__version__}, ensure_ascii=False)
     return cache_dir() / "answers" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
 
 def _read_answers(path: Path | None, n: int) -> list[str] | None:
+    if path is None:
+        return None
     try:
-        answers = json.loads(path.read_text(encoding="utf-8"))["answers"] if path is not None else None
+        answers = json.loads(path.read_text(encoding="utf-8"))["answers"]
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent or damaged: answer anew (and rewrite it)
     return answers if isinstance(answers, list) and len(answers) == n and all(isinstance(a, str) for a in answers) else None
@@ -190,24 +197,21 @@ def instruct_answers(teacher: str | Path, conversations: list[list[dict[str, str
     from vocadapt.evaluate.lm import HFLM
     from vocadapt.model import frozen_dtype
 
-    # Batches of 16: on a 2-core CPU 48 answers took 27 s against 35 s at 8 (48 at once: 25 s);
-    # larger batches gain little and pad more. bf16 where it is fast: the answers are data, not
-    # reported scores (frozen_dtype).
+    # bf16 where it is fast: the answers are data, not reported scores (frozen_dtype).
     dtype = frozen_dtype("cpu")
     prompts = list(dict.fromkeys(c[0]["content"] for c in conversations))  # copies cycle: answer each once
     refs = {c[0]["content"]: c[1]["content"] for c in conversations}
     cached = _answers_cache(teacher, dtype, [(q, refs[q]) for q in prompts]) if use_cache else None
     gens = _read_answers(cached, len(prompts))
     if gens is None:
-        lm = HFLM.from_dir(teacher, dtype=dtype, name="instruct answers", progress=progress, batch_size=16)
+        lm = HFLM.from_dir(teacher, dtype=dtype, name="instruct answers", progress=progress, batch_size=_ANSWER_BATCH)
         gens = lm.generate_batched([(lm.chat(q), int(lm.count_tokens(refs[q]) * 1.3) + 16) for q in prompts])
         del lm
-        if cached is not None:  # whole or absent: written aside, then renamed
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            part = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-            part.write_text(json.dumps({"teacher": str(teacher), "dtype": dtype, "answers": gens}, ensure_ascii=False) + "\n",
-                            encoding="utf-8")
-            part.replace(cached)
+        if cached is not None:
+            from vocadapt.io.atomic import write_text_atomic
+
+            write_text_atomic(cached, json.dumps({"teacher": str(teacher), "dtype": dtype, "answers": gens},
+                                                 ensure_ascii=False) + "\n")
     else:
         log.info("copy examples: the instruct model's %d answers reused from %s", len(gens), cached)
     answers = {q: g.strip() for q, g in zip(prompts, gens) if char_match(g.strip(), refs[q]) >= MIN_ANSWER_MATCH}
@@ -502,18 +506,16 @@ def calibrate(model_dir: str | Path, out: str | Path, config: CalibrateConfig | 
     file(s) whose paragraphs become copy-task conversations. Writes ``out/train_log.jsonl``,
     checkpoints, and ``out/model``: the merged HF model (or the adapter with ``keep_adapter``).
     """
-    from vocadapt.io.checkpoint import resolve_run_dir
+    from vocadapt.model import check_model_dir
     from vocadapt.train.engine import run
 
     config = config or CalibrateConfig()
     out = Path(out)
     if not resume and out.exists() and any(out.iterdir()):
         raise VocadaptError(f"run directory exists and is not empty: {out} (use --resume to continue it, or another --out)")
-    from vocadapt.model import check_model_dir
-
-    # The model first: a wrong path should fail in a second, not after the instruct model has
-    # spent minutes answering the copy prompts.
-    model_dir = check_model_dir(resolve_run_dir(model_dir))
+    # The model first (a run directory stands for its model): a wrong path should fail in a
+    # second, not after the instruct model has spent minutes answering the copy prompts.
+    model_dir = check_model_dir(model_dir)
     teacher = Path(config.teacher) if config.teacher else teacher_from(model_dir)
     convs, counts = build_conversations(config, instructions, copy_text, teacher=teacher)
     task = CalibrationTask(model_dir, convs, config, counts)
