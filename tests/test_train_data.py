@@ -75,6 +75,59 @@ def test_token_counts_are_those_of_the_blocks_served(lengths, seq_len, n_blocks,
     assert got.tolist() == np.pad(want, (0, len(got) - len(want))).tolist()
 
 
+def _mixed(lengths: list[int], vocab: int, seed: int) -> TokenizedCorpus:
+    """Documents of random tokens from ``vocab`` ids (the doc-number corpus has one id a doc)."""
+    c = _corpus(lengths)
+    c.ids = np.random.default_rng(seed).integers(0, vocab, size=c.n_tokens).astype(np.int32)
+    return c
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=30), st.integers(4, 24), st.integers(2, 60), st.integers(0, 3))
+def test_coverage_order_shows_the_most_unshown_ids_first(lengths, seq_len, vocab, seed):
+    corpus = _mixed(lengths, vocab, seed)
+    if corpus.n_tokens < seq_len:
+        return
+    cover = np.arange(vocab // 2, vocab)
+    blocks = PackedBlocks(corpus, seq_len, cover=cover)
+    order = blocks.permutation(0, seed)
+    plain = PackedBlocks(corpus, seq_len)
+    assert sorted(order.tolist()) == list(range(len(blocks)))  # still every block once an epoch
+    sets = [set(corpus.ids[b:e].tolist()) & set(cover.tolist()) for b, e in blocks.spans]
+    shown: set[int] = set()
+    for k, b in enumerate(order):
+        gains = [len(sets[x] - shown) for x in order[k:]]
+        assert gains[0] == max(gains)  # greedy: no block left would show more unshown ids
+        if gains[0] == 0:
+            # the rest add nothing: they keep the plain permutation's order
+            rest = order[k:].tolist()
+            assert rest == [x for x in plain.permutation(0, seed).tolist() if x in set(rest)]
+            break
+        shown |= sets[b]
+    assert shown == set().union(*sets)
+    # later epochs, and the counts a run reports, follow the blocks served
+    assert blocks.permutation(1, seed).tolist() == plain.permutation(1, seed).tolist()
+    n = len(blocks) + 3
+    served = blocks.batch(blocks.block_indices(0, n, seed))["labels"]
+    want = np.bincount(served[served != -100].numpy(), minlength=vocab)
+    assert blocks.token_counts(n, seed, minlength=vocab).tolist() == want.tolist()
+
+
+def test_coverage_order_beats_a_random_one_on_a_skewed_corpus():
+    # Zipf-like ids: a random order shows the frequent ids again and again
+    rng = np.random.default_rng(0)
+    corpus = _corpus([20] * 200)
+    corpus.ids = np.minimum(rng.zipf(1.3, size=corpus.n_tokens), 5000).astype(np.int32)
+    cover = np.arange(1, 5001)
+    random_order = PackedBlocks(corpus, 20).block_indices(0, 20, seed=0)
+    greedy = PackedBlocks(corpus, 20, cover=cover).block_indices(0, 20, seed=0)
+
+    def distinct(blocks, idx):
+        return len(np.unique(np.concatenate([corpus.ids[blocks.spans[i][0]:blocks.spans[i][1]] for i in idx])))
+
+    b = PackedBlocks(corpus, 20)
+    assert distinct(b, greedy) > 1.1 * distinct(b, random_order)
+
+
 def test_tokenized_once_and_cached(tmp_path, monkeypatch):
     import factories as fx
 

@@ -135,7 +135,7 @@ def test_copied_lr_moves_copied_rows_that_fraction_as_far(tmp_path, target_token
         assert 0.7 < moved[0.1, name, "new"] / moved[1.0, name, "new"] < 1.4, name
     # A resume keeps the multiplier; new-rows already freezes the copied rows.
     with pytest.raises(VocadaptError, match="cannot resume.*copied_lr"):
-        train_embeddings(init, corpus, tmp_path / "run0.1", small(steps=4, lr=1e-3, weight_decay=0.0, eval_every=0),
+        train_embeddings(init, corpus, tmp_path / "run0.1", small(steps=3, lr=1e-3, weight_decay=0.0, eval_every=0),
                          resume=True)
     with pytest.raises(ValueError, match="new-rows freezes"):
         small(trainable="new-rows", copied_lr=0.5)
@@ -423,6 +423,45 @@ def test_coverage_counts_the_new_rows_the_batches_show(tmp_path, target_tokenize
     changed = {i for i in new if not torch.equal(before[emb][i], after[emb][i])}
     # a row the batches show changes, unless its token only ever ends a block (nothing scores after it)
     assert changed <= new & set(shown) and len(changed) >= 0.9 * cov["new_rows_seen"]
+
+
+def test_coverage_order_shows_more_new_rows_and_a_resume_keeps_it(tmp_path, target_tokenizers, monkeypatch):
+    """``block_order="coverage"``: the same steps show the model more of its new rows, the run's
+    count is still that of the batches it serves, and a resume refuses the other order."""
+    from vocadapt import init_embeddings
+    from vocadapt.errors import VocadaptError
+    from vocadapt.provenance import read_provenance
+    from vocadapt.tokenizer.load import load_tokenizer
+    from vocadapt.train.lm import EmbeddingTask
+    from vocadapt.train.rows import new_row_ids
+
+    src = tiny_lm(tmp_path / "src")
+    init = tmp_path / "init"
+    init_embeddings(src, target_tokenizers["byte_level"], init, method="mean")
+    corpus = write_corpus(tmp_path / "train.txt", n=400)
+    new = set(new_row_ids(init, load_tokenizer(init)).tolist())
+    shown: dict[str, set[int]] = {}
+    serve = EmbeddingTask.global_batch
+    seen = {}
+    for order in ("random", "coverage"):
+        shown[order] = set()
+
+        def recording(self, step, into=shown[order]):
+            batch = serve(self, step)
+            for row in batch.micro:
+                for m in row:
+                    into.update(m["input_ids"][m["labels"] != -100].tolist())
+            return batch
+
+        monkeypatch.setattr(EmbeddingTask, "global_batch", recording)
+        res = train_embeddings(init, corpus, tmp_path / order, small(steps=3, block_order=order, eval_every=0))
+        seen[order] = read_provenance(res.model_dir)["results"]["coverage"]["new_rows_seen"]
+        assert seen[order] == len(new & shown[order])
+    assert seen["coverage"] > 1.2 * seen["random"]
+    with pytest.raises(VocadaptError, match="cannot resume.*block_order"):
+        train_embeddings(init, corpus, tmp_path / "coverage", small(steps=3, eval_every=0), resume=True)
+    with pytest.raises(ValueError, match="block_order must be one of random, coverage"):
+        small(block_order="rare-first")
 
 
 def test_no_coverage_for_a_model_init_did_not_make(tmp_path):

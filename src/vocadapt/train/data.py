@@ -13,6 +13,7 @@ the batch of a step depends on (seed, step) alone.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import re
@@ -160,9 +161,12 @@ class PackedBlocks:
     A block is ``ids[begin:end]`` (``end - begin <= seq_len``) followed by padding; it always
     begins at a document start, except the continuation blocks of a document longer than
     ``seq_len``.
+
+    ``cover``: token ids (a model's new rows) the first epoch should show early; None serves
+    every epoch in a plain seeded permutation.
     """
 
-    def __init__(self, corpus: TokenizedCorpus, seq_len: int, *, pad_id: int = 0):
+    def __init__(self, corpus: TokenizedCorpus, seq_len: int, *, pad_id: int = 0, cover: np.ndarray | None = None):
         if seq_len < 2:
             raise VocadaptError(f"seq_len must be at least 2, not {seq_len}")
         if corpus.n_tokens < seq_len:
@@ -190,6 +194,7 @@ class PackedBlocks:
         if end > begin:
             spans.append((begin, end))
         self.spans = np.asarray(spans, dtype=np.int64)
+        self.cover = None if cover is None or len(cover) == 0 else np.unique(np.asarray(cover, dtype=np.int64))
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -203,8 +208,60 @@ class PackedBlocks:
     def permutation(self, epoch: int, seed: int) -> np.ndarray:
         if (epoch, seed) not in self._perm_cache:  # keyed by the seed too: one stream's cache never serves another
             g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            self._perm_cache = {(epoch, seed): torch.randperm(len(self.spans), generator=g).numpy()}
+            perm = torch.randperm(len(self.spans), generator=g).numpy()
+            if epoch == 0 and self.cover is not None:
+                perm = self.coverage_order(perm)
+            self._perm_cache = {(epoch, seed): perm}
         return self._perm_cache[epoch, seed]
+
+    def _distinct_covered(self) -> tuple[np.ndarray, np.ndarray]:
+        """(block, token id) pairs, one per distinct id of ``cover`` in each block, sorted by block.
+        Read in slices, so a corpus of billions of tokens never needs one mask of its size."""
+        ids, starts = self.corpus.ids, self.spans[:, 0]
+        interest = np.zeros(max(int(self.cover.max()), 0) + 1, dtype=bool)
+        interest[self.cover] = True
+        n_ids = np.int64(interest.size)
+        keys = []
+        for lo in range(0, len(ids), 1 << 24):
+            chunk = np.asarray(ids[lo : lo + (1 << 24)], dtype=np.int64)
+            pos = np.flatnonzero(interest[np.minimum(chunk, n_ids - 1)] & (chunk < n_ids))
+            block = np.searchsorted(starts, pos + lo, side="right") - 1  # blocks tile the corpus in order
+            keys.append(np.unique(block * n_ids + chunk[pos]))
+        key = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+        return key // n_ids, key % n_ids
+
+    def coverage_order(self, perm: np.ndarray) -> np.ndarray:
+        """``perm`` reordered so that each next block shows the most ids of ``cover`` that no
+        earlier block showed (greedy maximum coverage; ties and the blocks that add nothing keep
+        ``perm``'s order).
+
+        Why: a row its batches never show learns nothing about its own token, and a short run on
+        a large vocabulary shows few of them (the demo's 30 steps of 4 x 128: 3,228 of 16,000 new
+        tokens in random order, 5,560 in this one; 200 steps: 10,356 against 14,070)."""
+        block, token = self._distinct_covered()
+        bounds = np.flatnonzero(np.diff(block)) + 1
+        sets = dict(zip(block[np.r_[0, bounds]].tolist(), np.split(token, bounds))) if block.size else {}
+        rank = np.empty(len(perm), dtype=np.int64)
+        rank[perm] = np.arange(len(perm))
+        # Lazy greedy: a block's gain only falls as others are taken, so a popped block whose
+        # recounted gain still tops the heap is the best one.
+        heap = [(-len(t), int(rank[b]), b) for b, t in sets.items()]
+        heapq.heapify(heap)
+        shown = np.zeros(max(int(self.cover.max()), 0) + 1, dtype=bool)
+        first: list[int] = []
+        while heap:
+            _, r, b = heapq.heappop(heap)
+            gain = int((~shown[sets[b]]).sum())
+            if gain == 0:
+                continue
+            if heap and (-gain, r) > heap[0][:2]:
+                heapq.heappush(heap, (-gain, r, b))
+                continue
+            first.append(b)
+            shown[sets[b]] = True
+        taken = np.zeros(len(perm), dtype=bool)
+        taken[first] = True
+        return np.concatenate([np.asarray(first, dtype=perm.dtype), perm[~taken[perm]]])
 
     def block_indices(self, first: int, count: int, seed: int) -> list[int]:
         """Indices of blocks ``first .. first+count-1`` of the endless seeded stream of epochs."""

@@ -37,6 +37,7 @@ log = logging.getLogger("vocadapt")
 
 _TRAINABLE = ("embeddings+head", "embeddings", "new-rows")
 _OBJECTIVES = ("lm", "distill", "lm+distill")
+_BLOCK_ORDERS = ("random", "coverage")
 _LAYERS = re.compile(r"^layers:(-?\d+)(,-?\d+)*$")
 
 
@@ -54,6 +55,9 @@ class TrainConfig(OptimConfig):
     seq_len: int = field(default=512, metadata={"help": "tokens per training block"})
     batch_size: int = field(default=16, metadata={"help": "blocks per optimizer step (the global batch, over all processes)"})
     batch_tokens: int = field(default=0, metadata={"help": "tokens per optimizer step; if set, batch_size = batch_tokens // seq_len"})
+    block_order: str = field(default="random", metadata={
+        "help": "order of the training blocks: random (a seeded permutation per epoch) | coverage (the first epoch "
+                "opens with the blocks that show the most new tokens not shown yet; later epochs random)"})
     eval_max_docs: int = field(default=200, metadata={"help": "held-out documents scored for bits per byte at each evaluation"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward (less memory, slower)"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype: float32 (with bf16 autocast on GPU) | bfloat16 | float16"})
@@ -102,6 +106,8 @@ class TrainConfig(OptimConfig):
             self.batch_size = self.batch_tokens // self.seq_len
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.block_order not in _BLOCK_ORDERS:
+            raise ValueError(f"block_order must be one of {', '.join(_BLOCK_ORDERS)}, not {self.block_order!r}")
         if self.eval_max_docs < 1:
             raise ValueError(f"eval_max_docs must be at least 1, not {self.eval_max_docs}")
         if self.heldout_overlap not in ("error", "drop"):
@@ -186,11 +192,14 @@ class EmbeddingTask(Task):
         from vocadapt.tokenizer.load import load_tokenizer
 
         self.tokenizer = load_tokenizer(self.model_dir, f"the tokenizer of {self.model_dir}")
-        self.new_ids = None
-        if config.row_subset is not None:
-            from vocadapt.train.rows import new_row_ids
+        from vocadapt.train.rows import new_row_ids
 
+        try:  # the rows init did not copy: what --trainable new-rows, --copied-lr and coverage are about
             self.new_ids = new_row_ids(self.model_dir, self.tokenizer)
+        except VocadaptError:
+            if config.row_subset is not None:
+                raise
+            self.new_ids = None  # not made by `vocadapt init`: no new rows to tell apart
         n_layers = self.ckpt.text_config.get("num_hidden_layers", self.ckpt.text_config.get("n_layer"))
         for i in config.layer_indices:
             if isinstance(n_layers, int) and not -n_layers <= i < n_layers:
@@ -203,7 +212,10 @@ class EmbeddingTask(Task):
             self.data = tokenize_corpus(self.tokenizer, self.corpus_paths, text_field=config.text_field,
                                         progress=config.progress)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.blocks = PackedBlocks(self.data, config.seq_len, pad_id=pad)
+        cover = None
+        if config.block_order == "coverage":
+            cover = self.new_ids.numpy() if self.new_ids is not None else np.arange(len(self.tokenizer))
+        self.blocks = PackedBlocks(self.data, config.seq_len, pad_id=pad, cover=cover)
         eval_texts = list(eval_texts or [])
         if eval_texts and config.heldout_overlap == "drop":
             hits = overlaps(self.data, eval_texts)
@@ -230,13 +242,9 @@ class EmbeddingTask(Task):
         other tokens' softmax. And a mean-init row is not predicted: tied, its logit is the mean
         of its pieces' logits, never above the best of them (docs/distill.md, "Why the copy
         fails"). None for a model `vocadapt init` did not make (no new rows to count)."""
-        from vocadapt.train.rows import new_row_ids
-
-        try:
-            new = self.new_ids if self.new_ids is not None else new_row_ids(self.model_dir, self.tokenizer)
-        except VocadaptError:
+        if self.new_ids is None:
             return None
-        cfg, new = self.config, new.numpy()
+        cfg, new = self.config, self.new_ids.numpy()
         counts = self.blocks.token_counts(cfg.steps * cfg.batch_size, cfg.seed, minlength=int(new.max()) + 1)[new]
         out: dict[str, Any] = {"new_rows": int(new.size), "new_rows_seen": int((counts > 0).sum()),
                                "new_rows_seen_5x": int((counts >= 5).sum())}
@@ -254,8 +262,9 @@ class EmbeddingTask(Task):
                 msg += f"; {out['heldout_new_unseen']:.0%} of the new tokens in the held-out text are ones it never sees"
         if out["new_rows_seen"] < new.size / 2:
             # most rows will not learn their token: say what would change that
-            log.warning("%s: most new rows learn nothing about their own token; more --steps or a larger --batch-size show "
-                        "more of them, and a vocabulary with fewer new tokens shows each one more often", msg)
+            hint = "" if cfg.block_order == "coverage" else "--block-order coverage, "
+            log.warning("%s: most new rows learn nothing about their own token; %smore --steps or a larger --batch-size "
+                        "show more of them, and a vocabulary with fewer new tokens shows each one more often", msg, hint)
         else:
             log.info("%s", msg)
         return out
@@ -452,6 +461,8 @@ class EmbeddingTask(Task):
             out["copied_lr"] = self.config.copied_lr
         if self.config.layers_lr != 1.0:  # likewise
             out["layers_lr"] = self.config.layers_lr
+        if self.config.block_order != "random":  # likewise
+            out["block_order"] = self.config.block_order
         if self.config.distills:
             out.update({k: cfg[k] for k in ("teacher_dtype", "distill_loss", "distill_temperature", "distill_weight")},
                        teacher=fingerprint(self.teacher_dir))
