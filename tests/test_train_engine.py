@@ -373,6 +373,25 @@ def test_cli_ctrl_c_prints_the_resume_line(tmp_path, monkeypatch, capsys):
            "(resume with --resume)" in capsys.readouterr().err
 
 
+def _record_served(monkeypatch) -> list[int]:
+    """Make the training task record the token ids (not padding) of every batch it serves."""
+    from vocadapt.train.lm import EmbeddingTask
+
+    serve = getattr(EmbeddingTask.global_batch, "unrecorded", EmbeddingTask.global_batch)  # not a recorder's
+    served: list[int] = []
+
+    def recording(self, step):
+        batch = serve(self, step)
+        for row in batch.micro:
+            for m in row:
+                served.extend(m["input_ids"][m["labels"] != -100].tolist())
+        return batch
+
+    recording.unrecorded = serve
+    monkeypatch.setattr(EmbeddingTask, "global_batch", recording)
+    return served
+
+
 def test_coverage_counts_the_new_rows_the_batches_show(tmp_path, target_tokenizers, monkeypatch):
     """The run records, before it trains, which new rows its batches will show the model; the
     count is that of the batches it then serves, and (untied, input only, no decay) exactly the
@@ -380,7 +399,6 @@ def test_coverage_counts_the_new_rows_the_batches_show(tmp_path, target_tokenize
     from vocadapt import init_embeddings
     from vocadapt.provenance import read_provenance
     from vocadapt.tokenizer.load import load_tokenizer
-    from vocadapt.train.lm import EmbeddingTask
     from vocadapt.train.rows import new_row_ids
 
     src = tiny_lm(tmp_path / "src", tied=False)
@@ -388,17 +406,7 @@ def test_coverage_counts_the_new_rows_the_batches_show(tmp_path, target_tokenize
     init_embeddings(src, target_tokenizers["byte_level"], init, method="mean")
     corpus = write_corpus(tmp_path / "train.txt", n=400)
     held = write_corpus(tmp_path / "held.txt", n=10, seed=99)
-    shown: list[int] = []
-    serve = EmbeddingTask.global_batch
-
-    def recording(self, step):
-        batch = serve(self, step)
-        for row in batch.micro:
-            for m in row:
-                shown.extend(m["input_ids"][m["labels"] != -100].tolist())
-        return batch
-
-    monkeypatch.setattr(EmbeddingTask, "global_batch", recording)
+    shown = _record_served(monkeypatch)
     cfg = small(steps=3, batch_size=4, trainable="embeddings", weight_decay=0.0, eval_every=0)
     said = logging.Handler(logging.WARNING)
     said.emit = lambda record: warnings.append(record.getMessage())
@@ -432,7 +440,6 @@ def test_coverage_order_shows_more_new_rows_and_a_resume_keeps_it(tmp_path, targ
     from vocadapt.errors import VocadaptError
     from vocadapt.provenance import read_provenance
     from vocadapt.tokenizer.load import load_tokenizer
-    from vocadapt.train.lm import EmbeddingTask
     from vocadapt.train.rows import new_row_ids
 
     src = tiny_lm(tmp_path / "src")
@@ -440,23 +447,12 @@ def test_coverage_order_shows_more_new_rows_and_a_resume_keeps_it(tmp_path, targ
     init_embeddings(src, target_tokenizers["byte_level"], init, method="mean")
     corpus = write_corpus(tmp_path / "train.txt", n=400)
     new = set(new_row_ids(init, load_tokenizer(init)).tolist())
-    shown: dict[str, set[int]] = {}
-    serve = EmbeddingTask.global_batch
     seen = {}
     for order in ("random", "coverage"):
-        shown[order] = set()
-
-        def recording(self, step, into=shown[order]):
-            batch = serve(self, step)
-            for row in batch.micro:
-                for m in row:
-                    into.update(m["input_ids"][m["labels"] != -100].tolist())
-            return batch
-
-        monkeypatch.setattr(EmbeddingTask, "global_batch", recording)
+        shown = _record_served(monkeypatch)
         res = train_embeddings(init, corpus, tmp_path / order, small(steps=3, block_order=order, eval_every=0))
         seen[order] = read_provenance(res.model_dir)["results"]["coverage"]["new_rows_seen"]
-        assert seen[order] == len(new & shown[order])
+        assert seen[order] == len(new & set(shown))
     assert seen["coverage"] > 1.2 * seen["random"]
     with pytest.raises(VocadaptError, match="cannot resume.*block_order"):
         train_embeddings(init, corpus, tmp_path / "coverage", small(steps=3, eval_every=0), resume=True)
