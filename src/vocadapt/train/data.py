@@ -211,14 +211,17 @@ class PackedBlocks:
             perm = torch.randperm(len(self.spans), generator=g).numpy()
             if epoch == 0 and self.cover is not None:
                 perm = self.coverage_order(perm)
-            self._perm_cache = {(epoch, seed): perm}
+            # One epoch is kept, plus a coverage-ordered first epoch: it costs seconds to make, and
+            # the run's coverage count reads the last epoch before step 0 reads the first.
+            keep = {k: v for k, v in self._perm_cache.items() if k[0] == 0 and self.cover is not None and k[1] == seed}
+            self._perm_cache = {**keep, (epoch, seed): perm}
         return self._perm_cache[epoch, seed]
 
     def _distinct_covered(self) -> tuple[np.ndarray, np.ndarray]:
         """(block, token id) pairs, one per distinct id of ``cover`` in each block, sorted by block.
         Read in slices, so a corpus of billions of tokens never needs one mask of its size."""
         ids, starts = self.corpus.ids, self.spans[:, 0]
-        interest = np.zeros(max(int(self.cover.max()), 0) + 1, dtype=bool)
+        interest = np.zeros(int(self.cover[-1]) + 1, dtype=bool)  # cover is sorted
         interest[self.cover] = True
         n_ids = np.int64(interest.size)
         keys = []
@@ -247,7 +250,7 @@ class PackedBlocks:
         # recounted gain still tops the heap is the best one.
         heap = [(-len(t), int(rank[b]), b) for b, t in sets.items()]
         heapq.heapify(heap)
-        shown = np.zeros(max(int(self.cover.max()), 0) + 1, dtype=bool)
+        shown = np.zeros(int(self.cover[-1]) + 1, dtype=bool)
         first: list[int] = []
         while heap:
             _, r, b = heapq.heappop(heap)
